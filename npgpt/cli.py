@@ -1,0 +1,255 @@
+"""The ``npgpt`` command: ``train``, ``generate`` and ``demo``.
+
+Every NpgptError becomes one line on stderr and exit status 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npgpt.checkpoint import load_checkpoint
+from npgpt.config import GPTConfig
+from npgpt.data import create_dataloader_v1, train_val_split
+from npgpt.errors import NpgptError
+from npgpt.generate import generate
+from npgpt.model import GPTModel
+from npgpt.optim import AdamW
+from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
+from npgpt.train import TrainState, load_training, plot_losses, train_model
+
+CHECKPOINT = "checkpoint.npz"
+# Flags whose values define a run; a resumed run takes them from its checkpoint.
+RUN_FLAGS = [
+    "config",
+    "context_length",
+    "drop_rate",
+    "dtype",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "eval_freq",
+    "eval_iter",
+    "start_context",
+    "seed",
+    "schedule",
+    "warmup_steps",
+    "initial_lr",
+    "min_lr",
+    "grad_clip",
+    "sample_tokens",
+]
+
+
+def embedded_text() -> str:
+    """A short original story shipped with the package: the default training text."""
+    return (resources.files("npgpt") / "data" / "sample.txt").read_text(encoding="utf-8")
+
+
+def _add_train_args(
+    p: argparse.ArgumentParser, *, config: str, context_length: int, epochs: int, lr: float, start_context: str
+) -> None:
+    p.add_argument("--text", help="UTF-8 training text (default: a short story embedded in npgpt)")
+    p.add_argument(
+        "--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny (default %(default)s)"
+    )
+    p.add_argument(
+        "--context-length", type=int, default=context_length, help="default %(default)s (the book's chapter 5)"
+    )
+    p.add_argument("--drop-rate", type=float, default=0.1)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps")
+    p.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+    p.add_argument("--start-context", default=start_context, help="prompt of the sample printed each epoch")
+    p.add_argument("--sample-tokens", type=int, default=50)
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="appendix D: cosine")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--initial-lr", type=float, default=3e-5)
+    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (appendix D: 1.0)")
+    p.add_argument("--out", default="runs/npgpt", help="directory for checkpoint.npz, losses.png, history.json")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npgpt", description="GPT-2 in NumPy: train and generate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop")
+    _add_train_args(
+        train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
+    )
+    demo = sub.add_parser("demo", help="train a tiny model on the embedded story for a minute, then generate")
+    _add_train_args(demo, config="tiny", context_length=32, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
+
+    gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    gen.add_argument("--checkpoint", required=True, help="checkpoint.npz written by npgpt train")
+    gen.add_argument("--prompt", default="Every effort moves you")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
+    gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
+    return parser
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    ckpt = out / CHECKPOINT
+    text = read_text(args.text) if args.text else embedded_text()
+    tokenizer = get_tokenizer()
+    if args.resume:
+        model, optimizer, state, meta = load_training(ckpt)
+        if meta.get("text_sha256") != _sha256(text):
+            raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
+        for name, value in meta["args"].items():
+            setattr(args, name, value)  # the run's own hyperparameters, not today's defaults
+        print(f"resuming {ckpt} at epoch {state.epoch + 1}, step {state.global_step + 1}")
+    else:
+        if ckpt.exists():
+            raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
+        cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
+        model = GPTModel(cfg, seed=args.seed, dtype=np.dtype(args.dtype))
+        optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
+        state = TrainState()
+    cfg = model.cfg
+    train_text, val_text = train_val_split(text)
+    T = cfg.context_length
+    train_loader = create_dataloader_v1(
+        train_text, args.batch_size, T, T, True, True, seed=args.seed, tokenizer=tokenizer
+    )
+    val_loader = create_dataloader_v1(
+        val_text, args.batch_size, T, T, False, False, seed=args.seed, tokenizer=tokenizer
+    )
+    if len(train_loader) == 0:
+        raise NpgptError(
+            f"the text is too short for context_length={T} and batch_size={args.batch_size}; "
+            "lower --context-length or --batch-size"
+        )
+    print(
+        f"{cfg.n_layers} layers, {model.num_params():,} parameters ({model.dtype}); "
+        f"{len(train_loader)} train / {len(val_loader)} val batches of {args.batch_size}x{T} tokens"
+    )
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        state = train_model(
+            model,
+            train_loader,
+            val_loader,
+            optimizer,
+            args.epochs,
+            args.eval_freq,
+            args.eval_iter,
+            args.start_context,
+            tokenizer,
+            args.warmup_steps,
+            args.initial_lr,
+            args.min_lr,
+            peak_lr=args.lr,
+            schedule=args.schedule,
+            grad_clip=args.grad_clip,
+            state=state,
+            checkpoint_path=ckpt,
+            max_steps=args.max_steps,
+            should_stop=lambda: stop["requested"],
+            sample_tokens=args.sample_tokens,
+            meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": _sha256(text)},
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    history = {
+        "train_losses": state.train_losses,
+        "val_losses": state.val_losses,
+        "tokens_seen": state.track_tokens_seen,
+        "lrs": state.track_lrs,
+    }
+    (out / "history.json").write_text(json.dumps(history))
+    plot = plot_losses(
+        state.track_tokens_seen,
+        state.train_losses,
+        state.val_losses,
+        out / "losses.png",
+        len(train_loader),
+        args.eval_freq,
+    )
+    done = state.epoch >= args.epochs
+    print(f"{'finished' if done else 'paused'} at step {state.global_step + 1}: checkpoint {ckpt}")
+    print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
+    if not done:
+        print(
+            f"continue with: npgpt {args.command} --out {out} --resume" + (f" --text {args.text}" if args.text else "")
+        )
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    cfg, params, _, _ = load_checkpoint(args.checkpoint)
+    model = GPTModel(cfg, params=params).eval()
+    tokenizer = get_tokenizer()
+    ids = text_to_token_ids(args.prompt, tokenizer)
+    out = generate(
+        model,
+        ids,
+        args.max_new_tokens,
+        cfg.context_length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=None if args.no_eos else EOT_ID,
+        rng=np.random.default_rng(args.seed),
+        use_cache=not args.no_cache,
+    )
+    print(token_ids_to_text(out, tokenizer))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    run_train(args)
+    ckpt = Path(args.out) / CHECKPOINT
+    print("\ngreedy continuation with the KV cache:")
+    gen_args = build_parser().parse_args(["generate", "--checkpoint", str(ckpt), "--prompt", args.start_context])
+    return run_generate(gen_args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo" and args.out == "runs/npgpt":
+        args.out = "runs/demo"
+    try:
+        return {"train": run_train, "generate": run_generate, "demo": run_demo}[args.command](args)
+    except NpgptError as exc:
+        print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

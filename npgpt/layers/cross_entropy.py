@@ -1,0 +1,53 @@
+"""Cross-entropy of logits against target ids, averaged over all B*T positions.
+
+This is ``torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())`` as the
+book's ``calc_loss_batch`` calls it. Shapes: B batch, T tokens, V vocab_size.
+Derivation: docs/math/cross_entropy.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Cache(NamedTuple):
+    probs: np.ndarray  # (B, T, V) softmax of the logits
+    targets: np.ndarray  # (B, T)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (subtract the max first); -inf entries get probability 0."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]:
+    """``loss = mean_{b,t} ( logsumexp(logits[b, t]) - logits[b, t, targets[b, t]] )``.
+
+    Returns the loss as a 0-d array of the logits' dtype. The cache keeps the softmax
+    probabilities, one (B, T, V) array; backward needs nothing else.
+    """
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, T, V)
+    probs = np.exp(shifted)  # (B, T, V), unnormalised
+    sum_exp = probs.sum(axis=-1, keepdims=True)  # (B, T, 1)
+    probs /= sum_exp  # (B, T, V)
+    target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
+    nll = np.log(sum_exp) - target_logit  # (B, T, 1) = -log p(target)
+    loss = nll.mean(dtype=logits.dtype)  # () mean over B*T
+    return np.asarray(loss, dtype=logits.dtype), Cache(probs, targets)
+
+
+def backward(dloss: float | np.ndarray, cache: Cache) -> np.ndarray:
+    """``dlogits = (softmax(logits) - onehot(targets)) * dloss / (B*T)``."""
+    probs, targets = cache
+    N = targets.size
+    dlogits = probs.copy()  # (B, T, V); the cache is not modified
+    # loss = mean(logsumexp - logit[target]): d/dlogits = probs - onehot, divided by N for the mean
+    np.put_along_axis(
+        dlogits, targets[..., None], np.take_along_axis(probs, targets[..., None], axis=-1) - 1.0, axis=-1
+    )
+    dlogits *= np.asarray(dloss, dtype=probs.dtype) / N
+    return dlogits

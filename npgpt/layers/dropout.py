@@ -1,0 +1,57 @@
+"""Inverted dropout as torch does it: keep with probability 1 - p, scale kept values by 1/(1 - p).
+
+The keep mask is a boolean array of x's shape. It is drawn from an explicit
+``np.random.Generator`` or supplied by the caller, so two implementations can be run with
+the same masks (parity with dropout on).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npgpt.errors import NpgptError
+
+
+class Cache(NamedTuple):
+    mask: np.ndarray | None  # boolean keep mask, None when dropout was the identity
+    scale: float  # 1 / (1 - p)
+
+
+def draw_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:
+    """A boolean keep mask: True with probability 1 - p."""
+    return rng.random(shape, dtype=np.float32) >= p
+
+
+def forward(
+    x: np.ndarray,
+    p: float,
+    *,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, Cache]:
+    """Apply dropout when ``train`` and ``p > 0``; otherwise return ``x`` unchanged.
+
+    A supplied ``mask`` wins over ``rng``. In training with ``p > 0`` one of them is required.
+    """
+    if not train or p == 0.0:
+        return x, Cache(None, 1.0)
+    if mask is None:
+        if rng is None:
+            raise NpgptError("dropout in train mode needs an rng or a mask; pass rng=np.random.default_rng(seed)")
+        mask = draw_mask(rng, x.shape, p)
+    elif mask.shape != x.shape:
+        raise NpgptError(f"dropout mask has shape {mask.shape}, expected {x.shape}")
+    scale = 1.0 / (1.0 - p)
+    out = x * mask * scale  # bool mask promotes to x's dtype; scale is a Python float
+    return out, Cache(mask, scale)
+
+
+def backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
+    """``out = x * mask * scale``  ->  ``dx = dout * mask * scale``."""
+    mask, scale = cache
+    if mask is None:
+        return dout
+    return dout * mask * scale

@@ -1,0 +1,82 @@
+"""The book's pre-LayerNorm TransformerBlock with two residual connections.
+
+    shortcut = x; x = drop_shortcut(att(norm1(x))) + shortcut
+    shortcut = x; x = drop_shortcut(ff(norm2(x)))  + shortcut
+
+Shapes: B batch, T tokens, C emb_dim, H heads. Residual fan-out: docs/math/residual.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npgpt.layers import dropout, feed_forward, layer_norm, multi_head_attention
+
+# Dropout sites of one block, as suffixes of the block prefix (see gpt_model.dropout_sites).
+ATT_DROP = "att.dropout"
+SHORTCUT_DROP_1 = "drop_shortcut.att"
+SHORTCUT_DROP_2 = "drop_shortcut.ff"
+
+
+class Cache(NamedTuple):
+    norm1_cache: layer_norm.Cache
+    att_cache: multi_head_attention.Cache
+    drop1_cache: dropout.Cache
+    norm2_cache: layer_norm.Cache
+    ff_cache: feed_forward.Cache
+    drop2_cache: dropout.Cache
+
+
+def forward(
+    x: np.ndarray,
+    params: dict[str, np.ndarray],
+    prefix: str,
+    n_heads: int,
+    drop_rate: float = 0.0,
+    *,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+    kv: multi_head_attention.LayerKV | None = None,
+) -> tuple[np.ndarray, Cache]:
+    """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask."""
+    masks = masks or {}
+    p = params
+    # shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
+    h, norm1_cache = layer_norm.forward(x, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.shift"])  # (B, T, C)
+    h, att_cache = multi_head_attention.forward(
+        h, p, f"{prefix}att.", n_heads, drop_rate, train=train, rng=rng, mask=masks.get(prefix + ATT_DROP), kv=kv
+    )  # (B, T, C)
+    h, drop1_cache = dropout.forward(h, drop_rate, train=train, rng=rng, mask=masks.get(prefix + SHORTCUT_DROP_1))
+    x = x + h  # (B, T, C) residual; a new array, the input is not modified
+    # shortcut = x; x = norm2(x); x = ff(x); x = drop_shortcut(x); x = x + shortcut
+    h, norm2_cache = layer_norm.forward(x, p[f"{prefix}norm2.scale"], p[f"{prefix}norm2.shift"])  # (B, T, C)
+    h, ff_cache = feed_forward.forward(h, p, f"{prefix}ff.")  # (B, T, C)
+    h, drop2_cache = dropout.forward(h, drop_rate, train=train, rng=rng, mask=masks.get(prefix + SHORTCUT_DROP_2))
+    out = x + h  # (B, T, C)
+    return out, Cache(norm1_cache, att_cache, drop1_cache, norm2_cache, ff_cache, drop2_cache)
+
+
+def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Returns ``(dx, grads)``.
+
+    Each residual ``x_out = x_in + f(x_in)`` sends the upstream gradient down BOTH paths and
+    adds them: ``dx_in = dx_out + df/dx_in``. Overwriting instead of adding drops the
+    shortcut's gradient (a classic bug the parity negative controls inject).
+    """
+    grads: dict[str, np.ndarray] = {}
+    # out = x + drop_shortcut(ff(norm2(x)))
+    dh = dropout.backward(dout, cache.drop2_cache)
+    dh, ff_grads = feed_forward.backward(dh, cache.ff_cache, f"{prefix}ff.")
+    dh, grads[f"{prefix}norm2.scale"], grads[f"{prefix}norm2.shift"] = layer_norm.backward(dh, cache.norm2_cache)
+    dx = dout + dh  # shortcut path + transformed path
+    # x = x_in + drop_shortcut(att(norm1(x_in)))
+    dh = dropout.backward(dx, cache.drop1_cache)
+    dh, att_grads = multi_head_attention.backward(dh, cache.att_cache, f"{prefix}att.")
+    dh, grads[f"{prefix}norm1.scale"], grads[f"{prefix}norm1.shift"] = layer_norm.backward(dh, cache.norm1_cache)
+    dx_in = dx + dh
+    grads.update(ff_grads)
+    grads.update(att_grads)
+    return dx_in, grads

@@ -1,0 +1,92 @@
+"""``GPTModel``: the book's model object, backed by the NumPy forward/backward in npgpt.layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npgpt.config import GPTConfig, as_config
+from npgpt.errors import NpgptError
+from npgpt.layers import cross_entropy, gpt_model
+from npgpt.params import check_ids, check_params, init_params, num_params
+
+
+class GPTModel:
+    """GPT-2 in NumPy with the book's interface.
+
+    >>> model = GPTModel(GPT_CONFIG_124M, seed=123)   # doctest: +SKIP
+    >>> logits = model(ids)                           # (B, T) -> (B, T, V)
+    >>> loss, grads = model.loss_and_grads(ids, targets)
+
+    ``params`` is a flat dict keyed like the book's ``state_dict()``. Dropout is active after
+    ``train()`` and draws masks from ``self.rng`` unless ``masks`` are given; ``eval()`` turns
+    it off. A new model starts in train mode, like an nn.Module.
+    """
+
+    def __init__(
+        self,
+        cfg: GPTConfig | dict[str, Any],
+        seed: int = 0,
+        dtype: np.dtype | type = np.float32,
+        params: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.cfg = as_config(cfg)
+        self.params = init_params(self.cfg, seed, dtype) if params is None else params
+        self.dtype = check_params(self.params, self.cfg)
+        self.rng = np.random.default_rng(seed)  # dropout masks
+        self.training = True
+        self.last_masks: dict[str, np.ndarray] = {}
+
+    def train(self, mode: bool = True) -> GPTModel:
+        self.training = mode
+        return self
+
+    def eval(self) -> GPTModel:
+        return self.train(False)
+
+    def num_params(self) -> int:
+        return num_params(self.cfg)
+
+    def forward(
+        self,
+        ids: np.ndarray,
+        masks: dict[str, np.ndarray] | None = None,
+        kv_cache: gpt_model.KVCache | None = None,
+    ) -> tuple[np.ndarray, gpt_model.Cache]:
+        """ids (B, T) -> (logits (B, T, V), cache for backward)."""
+        ids = check_ids(ids, self.cfg, 0 if kv_cache is None else kv_cache.length)
+        logits, cache = gpt_model.forward(
+            self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache
+        )
+        self.last_masks = cache.masks
+        return logits, cache
+
+    def __call__(
+        self, ids: np.ndarray, masks: dict[str, np.ndarray] | None = None, kv_cache: gpt_model.KVCache | None = None
+    ) -> np.ndarray:
+        return self.forward(ids, masks, kv_cache)[0]
+
+    def loss(self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None) -> float:
+        """Mean cross-entropy over B*T, without keeping anything for backward."""
+        logits, _ = self.forward(ids, masks)
+        loss, _ = cross_entropy.forward(logits, self._check_targets(targets, ids))
+        return float(loss)
+
+    def loss_and_grads(
+        self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Forward, cross-entropy and the hand-written backward; grads are keyed like ``params``."""
+        logits, cache = self.forward(ids, masks)
+        loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids))
+        del logits  # the cross-entropy cache holds the probabilities; free the logits early
+        dlogits = cross_entropy.backward(1.0, ce_cache)
+        del ce_cache
+        grads = gpt_model.backward(dlogits, cache)
+        return float(loss), grads
+
+    def _check_targets(self, targets: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        targets = check_ids(targets, self.cfg)
+        if targets.shape != np.shape(ids):
+            raise NpgptError(f"targets shape {targets.shape} differs from ids shape {np.shape(ids)}")
+        return targets

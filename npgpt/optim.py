@@ -1,0 +1,88 @@
+"""AdamW and gradient clipping with torch.optim.AdamW's and clip_grad_norm_'s exact semantics.
+
+Shapes: every state array has its parameter's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from npgpt.errors import NpgptError
+
+
+class AdamW:
+    """Decoupled weight decay (applied to every parameter, as the book's optimizer does),
+    bias-corrected moments, eps added after the square root.
+
+        param *= 1 - lr * weight_decay
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ``step`` updates ``params`` in place, with in-place ufuncs and one scratch array per
+    parameter (AdamW is memory-bound: each extra pass over 163M floats costs ~0.1 s).
+    """
+
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise NpgptError(f"invalid AdamW hyperparameters lr={lr}, betas={betas}, eps={eps}, wd={weight_decay}")
+        self.params = params
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.t = 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        beta1, beta2 = self.betas
+        bias_correction1 = 1.0 - beta1**self.t
+        bias_correction2_sqrt = math.sqrt(1.0 - beta2**self.t)
+        step_size = self.lr / bias_correction1
+        for key, p in self.params.items():
+            g, m, v = grads[key], self.m[key], self.v[key]
+            p *= 1.0 - self.lr * self.weight_decay
+            m *= beta1
+            m += (1.0 - beta1) * g
+            v *= beta2
+            scratch = g * g  # (shape of p)
+            scratch *= 1.0 - beta2
+            v += scratch
+            np.sqrt(v, out=scratch)
+            scratch /= bias_correction2_sqrt
+            scratch += self.eps
+            np.divide(m, scratch, out=scratch)
+            scratch *= step_size
+            p -= scratch
+
+    def state_dict(self) -> dict[str, object]:
+        return {"t": self.t, "lr": self.lr, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.t = int(state["t"])  # type: ignore[arg-type]
+        self.lr = float(state["lr"])  # type: ignore[arg-type]
+        for key in self.params:
+            self.m[key][...] = state["m"][key]  # type: ignore[index]
+            self.v[key][...] = state["v"][key]  # type: ignore[index]
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
+
+    Like ``torch.nn.utils.clip_grad_norm_``: ``coef = min(1, max_norm / (norm + 1e-6))`` and
+    returns the norm before clipping.
+    """
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads.values():
+            g *= coef
+    return total

@@ -1,0 +1,280 @@
+"""Chapter 5's training loop and appendix D's extras (warmup, cosine decay, gradient clipping),
+with the book's function names, plus resumable checkpoints.
+
+A run is a pure function of its inputs: the data order of epoch e comes from (seed, e), dropout
+masks from the model's RNG (saved in every checkpoint), so an interrupted run resumed from its
+checkpoint ends bit-for-bit where the uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tiktoken
+
+from npgpt.checkpoint import load_checkpoint, save_checkpoint
+from npgpt.data import DataLoader
+from npgpt.errors import NpgptError
+from npgpt.generate import generate
+from npgpt.model import GPTModel
+from npgpt.optim import AdamW, clip_grad_norm
+from npgpt.schedule import lr_at
+from npgpt.tokenizer import text_to_token_ids, token_ids_to_text
+
+
+def calc_loss_batch(input_batch: np.ndarray, target_batch: np.ndarray, model: GPTModel) -> float:
+    """Mean cross-entropy of one (B, T) batch."""
+    return model.loss(input_batch, target_batch)
+
+
+def calc_loss_loader(data_loader: DataLoader, model: GPTModel, num_batches: int | None = None) -> float:
+    """Average batch loss over the first ``num_batches`` batches (all when None); NaN if empty.
+
+    Uses the loader's epoch-0 order every time, so evaluation is deterministic and does not
+    disturb the training order.
+    """
+    if len(data_loader) == 0:
+        return float("nan")
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total = 0.0
+    for i, (input_batch, target_batch) in enumerate(data_loader.batches(0)):
+        if i >= num_batches:
+            break
+        total += calc_loss_batch(input_batch, target_batch, model)
+    return total / num_batches
+
+
+def evaluate_model(
+    model: GPTModel, train_loader: DataLoader, val_loader: DataLoader, eval_iter: int
+) -> tuple[float, float]:
+    """Train and validation loss over ``eval_iter`` batches each, in eval mode."""
+    model.eval()
+    try:
+        train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter)
+    finally:
+        model.train()
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(
+    model: GPTModel,
+    tokenizer: tiktoken.Encoding,
+    start_context: str,
+    max_new_tokens: int = 50,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Greedy continuation of ``start_context``, printed on one line like the book."""
+    encoded = text_to_token_ids(start_context, tokenizer)
+    token_ids = generate(model, encoded, max_new_tokens, model.cfg.context_length)
+    text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
+    log(text)
+    return text
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run is: everything besides params and optimizer that a resume needs."""
+
+    epoch: int = 0
+    batch: int = 0  # next batch index within ``epoch``
+    global_step: int = -1  # the book counts from -1 so the first step is 0
+    tokens_seen: int = 0
+    train_losses: list[float] = dataclasses.field(default_factory=list)
+    val_losses: list[float] = dataclasses.field(default_factory=list)
+    track_tokens_seen: list[int] = dataclasses.field(default_factory=list)
+    track_lrs: list[float] = dataclasses.field(default_factory=list)
+    rng_state: dict[str, Any] | None = None
+
+
+def train_model(
+    model: GPTModel,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optimizer: AdamW,
+    n_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str,
+    tokenizer: tiktoken.Encoding,
+    warmup_steps: int = 0,
+    initial_lr: float = 3e-5,
+    min_lr: float = 1e-6,
+    *,
+    peak_lr: float | None = None,
+    schedule: str = "cosine",
+    grad_clip: float | None = 1.0,
+    state: TrainState | None = None,
+    checkpoint_path: str | Path | None = None,
+    max_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] = print,
+    sample_tokens: int = 50,
+    meta: dict[str, Any] | None = None,
+) -> TrainState:
+    """Appendix D's ``train_model``: warmup + cosine decay + gradient clipping.
+
+    Differences from the printed listing, on purpose: ``peak_lr`` is explicit (default: the
+    optimizer's lr when called, which is what the book meant), and clipping starts at the first
+    post-warmup step (``global_step >= warmup_steps``; the listing's ``>`` skips that one step).
+    ``schedule="constant"`` with ``grad_clip=None`` is chapter 5's ``train_model_simple``.
+
+    ``state`` resumes a run (see ``load_training``); ``checkpoint_path`` gets a checkpoint after
+    every evaluation and at the end (``meta`` is stored with it); ``max_steps`` or
+    ``should_stop()`` (checked after every step, e.g. set by Ctrl-C) end the call early after
+    saving, and the run continues from that checkpoint. The schedule always spans all epochs.
+    """
+    if schedule not in ("cosine", "constant"):
+        raise NpgptError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
+    if eval_freq < 1:
+        raise NpgptError(f"eval_freq={eval_freq} must be at least 1")
+    if len(train_loader) == 0:
+        raise NpgptError("the training set has no batches; use a longer text or a smaller context/batch size")
+    peak_lr = optimizer.lr if peak_lr is None else peak_lr
+    total_steps = len(train_loader) * n_epochs
+    state = state or TrainState()
+    if state.rng_state is not None:
+        model.rng.bit_generator.state = state.rng_state
+    steps_this_call = 0
+
+    def save() -> None:
+        if checkpoint_path is not None:
+            state.rng_state = model.rng.bit_generator.state
+            info = {**(meta or {}), "train_state": dataclasses.asdict(state), "peak_lr": peak_lr}
+            save_checkpoint(checkpoint_path, model.cfg, model.params, optimizer.state_dict(), info)
+
+    model.train()
+    while state.epoch < n_epochs:
+        t0, tokens_t0 = time.perf_counter(), state.tokens_seen
+        for i, (input_batch, target_batch) in enumerate(train_loader.batches(state.epoch)):
+            if i < state.batch:
+                continue  # resuming mid-epoch: these batches were already trained on
+            state.global_step += 1
+            if schedule == "cosine":
+                lr = lr_at(
+                    state.global_step,
+                    peak_lr=peak_lr,
+                    total_steps=total_steps,
+                    warmup_steps=warmup_steps,
+                    initial_lr=initial_lr,
+                    min_lr=min_lr,
+                )
+            else:
+                lr = peak_lr
+            optimizer.lr = lr
+            state.track_lrs.append(lr)
+            loss, grads = model.loss_and_grads(input_batch, target_batch)
+            if not math.isfinite(loss):
+                raise NpgptError(
+                    f"loss became {loss} at step {state.global_step}; lower the learning rate or enable "
+                    "gradient clipping (the last checkpoint is unchanged)"
+                )
+            if grad_clip is not None and state.global_step >= warmup_steps:
+                clip_grad_norm(grads, grad_clip)
+            optimizer.step(grads)
+            state.tokens_seen += input_batch.size
+            state.batch = i + 1
+            steps_this_call += 1
+
+            if state.global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                state.train_losses.append(train_loss)
+                state.val_losses.append(val_loss)
+                state.track_tokens_seen.append(state.tokens_seen)
+                rate = (state.tokens_seen - tokens_t0) / max(time.perf_counter() - t0, 1e-9)
+                log(
+                    f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
+                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | {rate:,.0f} tok/s"
+                )
+                save()
+            if (max_steps is not None and steps_this_call >= max_steps) or (should_stop is not None and should_stop()):
+                save()
+                return state
+        state.epoch += 1
+        state.batch = 0
+        generate_and_print_sample(model, tokenizer, start_context, sample_tokens, log)
+    save()
+    return state
+
+
+def train_model_simple(
+    model: GPTModel,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optimizer: AdamW,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str,
+    tokenizer: tiktoken.Encoding,
+) -> tuple[list[float], list[float], list[int]]:
+    """Chapter 5's loop: constant learning rate, no clipping. Returns the book's three lists."""
+    state = train_model(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        num_epochs,
+        eval_freq,
+        eval_iter,
+        start_context,
+        tokenizer,
+        schedule="constant",
+        grad_clip=None,
+    )
+    return state.train_losses, state.val_losses, state.track_tokens_seen
+
+
+def load_training(path: str | Path) -> tuple[GPTModel, AdamW, TrainState, dict[str, Any]]:
+    """Rebuild model, optimizer and TrainState from a checkpoint written by ``train_model``."""
+    cfg, params, opt_state, meta = load_checkpoint(path)
+    if opt_state is None or "train_state" not in meta:
+        raise NpgptError(f"{path} holds weights only, no training state; it can be used with generate, not resumed")
+    model = GPTModel(cfg, params=params)
+    optimizer = AdamW(model.params, lr=opt_state["lr"])
+    optimizer.load_state_dict(opt_state)
+    state = TrainState(**meta.pop("train_state"))
+    return model, optimizer, state, meta
+
+
+def plot_losses(
+    tokens_seen: list[int],
+    train_losses: list[float],
+    val_losses: list[float],
+    path: str | Path,
+    steps_per_epoch: int,
+    eval_freq: int,
+) -> Path | None:
+    """Figure 5.12: train and validation loss against epochs, tokens seen on a second x-axis.
+
+    Needs matplotlib (the ``plot`` extra); returns None without it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs_seen = np.arange(len(train_losses)) * eval_freq / steps_per_epoch
+    fig, ax1 = plt.subplots(figsize=(5, 3))
+    ax1.plot(epochs_seen, train_losses, label="Training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Validation loss")
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel("Loss")
+    ax1.legend(loc="upper right")
+    ax2 = ax1.twiny()
+    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: aligns the second axis
+    ax2.set_xlabel("Tokens seen")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
