@@ -53,12 +53,13 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write params (+ AdamW ``state_dict()``) + JSON-serialisable ``meta`` to ``path`` atomically."""
+    check_params(params, cfg)
     arrays = {f"params/{k}": v for k, v in params.items()}
     info: dict[str, Any] = {"format": FORMAT, "config": cfg.to_dict(), **(meta or {})}
     if optimizer_state is not None:
         arrays.update({f"adam_m/{k}": v for k, v in optimizer_state["m"].items()})
         arrays.update({f"adam_v/{k}": v for k, v in optimizer_state["v"].items()})
-        info["optimizer"] = {"t": optimizer_state["t"], "lr": optimizer_state["lr"]}
+        info["optimizer"] = {k: v for k, v in optimizer_state.items() if k not in ("m", "v")}
     arrays["meta"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 

@@ -6,6 +6,7 @@ Shapes: every state array has its parameter's shape.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -63,15 +64,20 @@ class AdamW:
             scratch *= step_size
             p -= scratch
 
-    def state_dict(self) -> dict[str, object]:
-        return {"t": self.t, "lr": self.lr, "m": self.m, "v": self.v}
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.t = int(state["t"])  # type: ignore[arg-type]
-        self.lr = float(state["lr"])  # type: ignore[arg-type]
+    def state_dict(self) -> dict[str, Any]:
+        """Step count, hyperparameters and the moment arrays (references, not copies)."""
+        return {"t": self.t, **self.hyperparameters(), "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = int(state["t"])
+        self.lr, self.eps, self.weight_decay = float(state["lr"]), float(state["eps"]), float(state["weight_decay"])
+        self.betas = (float(state["betas"][0]), float(state["betas"][1]))
         for key in self.params:
-            self.m[key][...] = state["m"][key]  # type: ignore[index]
-            self.v[key][...] = state["v"][key]  # type: ignore[index]
+            self.m[key][...] = state["m"][key]
+            self.v[key][...] = state["v"][key]
 
 
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:

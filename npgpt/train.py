@@ -91,6 +91,7 @@ class TrainState:
     track_tokens_seen: list[int] = dataclasses.field(default_factory=list)
     track_lrs: list[float] = dataclasses.field(default_factory=list)
     rng_state: dict[str, Any] | None = None
+    peak_lr: float | None = None  # fixed at the run's start; the optimizer's lr follows the schedule
 
 
 def train_model(
@@ -136,9 +137,12 @@ def train_model(
         raise NpgptError(f"eval_freq={eval_freq} must be at least 1")
     if len(train_loader) == 0:
         raise NpgptError("the training set has no batches; use a longer text or a smaller context/batch size")
-    peak_lr = optimizer.lr if peak_lr is None else peak_lr
-    total_steps = len(train_loader) * n_epochs
     state = state or TrainState()
+    # The optimizer's lr is overwritten every step, so a resumed run must not read its peak from
+    # there (the printed listing's slip): the peak is part of the run's state.
+    state.peak_lr = peak_lr or state.peak_lr or optimizer.lr
+    peak_lr = state.peak_lr
+    total_steps = len(train_loader) * n_epochs
     if state.rng_state is not None:
         model.rng.bit_generator.state = state.rng_state
     steps_this_call = 0
@@ -146,7 +150,7 @@ def train_model(
     def save() -> None:
         if checkpoint_path is not None:
             state.rng_state = model.rng.bit_generator.state
-            info = {**(meta or {}), "train_state": dataclasses.asdict(state), "peak_lr": peak_lr}
+            info = {**(meta or {}), "train_state": dataclasses.asdict(state)}
             save_checkpoint(checkpoint_path, model.cfg, model.params, optimizer.state_dict(), info)
 
     model.train()
@@ -237,7 +241,7 @@ def load_training(path: str | Path) -> tuple[GPTModel, AdamW, TrainState, dict[s
     if opt_state is None or "train_state" not in meta:
         raise NpgptError(f"{path} holds weights only, no training state; it can be used with generate, not resumed")
     model = GPTModel(cfg, params=params)
-    optimizer = AdamW(model.params, lr=opt_state["lr"])
+    optimizer = AdamW(model.params)
     optimizer.load_state_dict(opt_state)
     state = TrainState(**meta.pop("train_state"))
     return model, optimizer, state, meta
