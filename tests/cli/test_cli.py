@@ -1,0 +1,117 @@
+"""The ``npgpt`` console script end to end (subprocesses), and the import-hygiene rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgpt.checkpoint import load_checkpoint
+from npgpt.cli import main
+
+TINY = ["--config", "tiny", "--context-length", "16", "--epochs", "2", "--eval-freq", "2", "--sample-tokens", "3"]
+
+
+def npgpt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "npgpt.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_import_npgpt_pulls_in_neither_torch_nor_tensorflow():
+    code = "import sys, npgpt, npgpt.cli; bad = {'torch', 'tensorflow'} & set(sys.modules); print(sorted(bad))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_train_then_generate(tmp_path):
+    run = npgpt("train", *TINY, "--out", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Ep 1 (Step 000000): Train loss" in run.stdout and "tok/s" in run.stdout
+    assert (tmp_path / "run" / "checkpoint.npz").is_file()
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["train_losses"]) == len(history["val_losses"]) > 1
+    assert (tmp_path / "run" / "losses.png").read_bytes()[:4] == b"\x89PNG"
+
+    ckpt = str(tmp_path / "run" / "checkpoint.npz")
+    gen = ["generate", "--checkpoint", ckpt, "--max-new-tokens", "8"]
+    greedy = [npgpt(*gen, "--prompt", "The keeper", *extra, cwd=tmp_path) for extra in ([], ["--no-cache"])]
+    assert greedy[0].returncode == 0, greedy[0].stderr
+    assert greedy[0].stdout.startswith("The keeper")
+    assert greedy[0].stdout == greedy[1].stdout  # KV cache on and off agree
+    sampling = ["--temperature", "1.5", "--top-k", "40", "--top-p", "0.9", "--seed", "3"]
+    sampled = [npgpt(*gen, *sampling, cwd=tmp_path) for _ in range(2)]
+    assert sampled[0].returncode == 0 and sampled[0].stdout == sampled[1].stdout  # seeded: reproducible
+
+
+def test_interrupted_run_resumes_to_the_same_end(tmp_path):
+    text = tmp_path / "story.txt"
+    text.write_text(("A small boat crossed the bay in the dark while the light turned. " * 12), encoding="utf-8")
+    args = [
+        *TINY,
+        "--text",
+        str(text),
+        "--epochs",
+        "3",
+        "--schedule",
+        "cosine",
+        "--warmup-steps",
+        "2",
+        "--grad-clip",
+        "1.0",
+    ]
+    assert npgpt("train", *args, "--out", "full", cwd=tmp_path).returncode == 0
+    part = npgpt("train", *args, "--out", "part", "--max-steps", "4", cwd=tmp_path)
+    assert part.returncode == 0 and "paused at step 4" in part.stdout and "--resume" in part.stdout
+    again = npgpt("train", "--text", str(text), "--out", "part", "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    _, full_params, full_opt, full_meta = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    _, params, opt, meta = load_checkpoint(tmp_path / "part" / "checkpoint.npz")
+    assert meta == full_meta  # step counters, loss and lr histories, RNG state, run arguments
+    for k, v in full_params.items():  # bit-for-bit
+        assert np.array_equal(params[k], v) and np.array_equal(opt["m"][k], full_opt["m"][k]), k
+        assert np.array_equal(opt["v"][k], full_opt["v"][k]), k
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--text", "missing.txt"], "does not exist"),
+        (["train", "--text", "latin1.txt", "--config", "tiny"], "is not UTF-8"),
+        (["train", "--config", "gpt5"], "unknown preset"),
+        (["train", "--config", "tiny", "--context-length", "4096"], "too short for context_length=4096"),
+        (["generate", "--checkpoint", "nope.npz"], "does not exist"),
+        (["generate", "--checkpoint", "junk.npz"], "corrupt or truncated"),
+        (["train", "--out", "junkdir", "--resume"], "corrupt or truncated"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
+    (tmp_path / "junkdir").mkdir()
+    (tmp_path / "junkdir" / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    assert npgpt("train", *TINY, "--epochs", "1", "--out", "run", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    again = npgpt("train", *TINY, "--out", "run", cwd=tmp_path)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == before
+
+
+def test_demo_runs(tmp_path):
+    out = npgpt("demo", "--epochs", "2", "--eval-freq", "4", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "runs" / "demo" / "checkpoint.npz").is_file()
+    continuation = out.stdout.split("greedy continuation with the KV cache:\n")[1]
+    assert continuation.startswith("The lighthouse keeper") and len(continuation) > len("The lighthouse keeper\n")
