@@ -23,9 +23,17 @@ class Cache(NamedTuple):
 
 def forward(x: np.ndarray) -> tuple[np.ndarray, Cache]:
     """Elementwise tanh-GELU. The cache keeps the input and the tanh (two arrays of x's shape)."""
-    u = SQRT_2_OVER_PI * (x + COEF * (x * x * x))  # x*x*x: twice as fast as x**3
-    tanh_u = np.tanh(u)
-    out = 0.5 * x * (1.0 + tanh_u)
+    # u = sqrt(2/pi) * (x + 0.044715 * x^3), built in place (x*x*x: twice as fast as x**3)
+    tanh_u = x * x
+    tanh_u *= x
+    tanh_u *= COEF
+    tanh_u += x
+    tanh_u *= SQRT_2_OVER_PI
+    np.tanh(tanh_u, out=tanh_u)
+    # out = 0.5 * x * (1 + tanh(u))
+    out = tanh_u + 1.0
+    out *= x
+    out *= 0.5
     return out, Cache(x, tanh_u)
 
 
@@ -33,6 +41,16 @@ def backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
     """``d gelu/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``, t = tanh(u)."""
     x, t = cache
     # out = 0.5 x (1 + t): product rule, then t = tanh(u), u = sqrt(2/pi) (x + c x^3)
-    du_dx = SQRT_2_OVER_PI * (1.0 + (3.0 * COEF) * (x * x))
-    dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx
-    return dout * dgelu
+    du_dx = x * x
+    du_dx *= 3.0 * COEF
+    du_dx += 1.0
+    du_dx *= SQRT_2_OVER_PI  # du/dx
+    dgelu = t * t
+    np.subtract(1.0, dgelu, out=dgelu)  # 1 - t^2 = dt/du
+    dgelu *= du_dx
+    dgelu *= x
+    dgelu += t
+    dgelu += 1.0
+    dgelu *= 0.5  # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
+    dgelu *= dout
+    return dgelu

@@ -8,6 +8,7 @@ Derivation of the backward pass (softmax, causal mask, scaling): docs/math/atten
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -58,6 +59,15 @@ def causal_mask(T: int, S: int) -> np.ndarray:
     With a cache the T new queries sit at positions S - T ... S - 1.
     """
     return np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _mask_bias(T: int, S: int, dtype: np.dtype) -> np.ndarray:
+    """(T, S) array of 0 and -inf: adding it equals masked_fill(mask, -inf), ~100x faster than
+    boolean-index assignment on a (B, H, T, S) array."""
+    bias = np.where(causal_mask(T, S), -np.inf, 0.0).astype(dtype)
+    bias.flags.writeable = False
+    return bias
 
 
 def _split_heads(x: np.ndarray, H: int) -> np.ndarray:
@@ -117,10 +127,12 @@ def forward(
     T, S, D = queries.shape[2], keys.shape[2], queries.shape[3]
 
     attn_scores = queries @ keys.transpose(0, 1, 3, 2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
-    attn_scores[..., causal_mask(T, S)] = -np.inf  # the book's masked_fill_(mask_bool, -inf)
+    attn_scores += _mask_bias(T, S, attn_scores.dtype)  # the book's masked_fill_(mask_bool, -inf)
     attn_scores /= math.sqrt(D)  # the book divides by keys.shape[-1] ** 0.5
-    attn_weights = np.exp(attn_scores - attn_scores.max(axis=-1, keepdims=True))  # (B, H, T, S)
-    attn_weights /= attn_weights.sum(axis=-1, keepdims=True)  # softmax over keys
+    attn_weights = attn_scores  # softmax over keys, in place: the scores are not needed again
+    attn_weights -= attn_weights.max(axis=-1, keepdims=True)  # (B, H, T, S)
+    np.exp(attn_weights, out=attn_weights)
+    attn_weights /= attn_weights.sum(axis=-1, keepdims=True)
     dropped, drop_cache = dropout.forward(attn_weights, drop_rate, train=train, rng=rng, mask=mask)
 
     context_vec = _merge_heads(dropped @ values)  # (B, H, T, S) @ (B, H, S, D) -> (B, T, C)

@@ -1,0 +1,30 @@
+# One virtual environment, pinned by constraints.txt. `make demo` is the main job, `make test` the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= test
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/npgpt demo
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_npgpt.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
