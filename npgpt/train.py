@@ -154,11 +154,12 @@ def train_model(
             save_checkpoint(checkpoint_path, model.cfg, model.params, optimizer.state_dict(), info)
 
     model.train()
+    train_seconds, train_tokens = 0.0, 0  # throughput of the optimizer steps alone, not evaluation
     while state.epoch < n_epochs:
-        t0, tokens_t0 = time.perf_counter(), state.tokens_seen
         for i, (input_batch, target_batch) in enumerate(train_loader.batches(state.epoch)):
             if i < state.batch:
                 continue  # resuming mid-epoch: these batches were already trained on
+            t0 = time.perf_counter()
             state.global_step += 1
             if schedule == "cosine":
                 lr = lr_at(
@@ -182,6 +183,8 @@ def train_model(
             if grad_clip is not None and state.global_step >= warmup_steps:
                 clip_grad_norm(grads, grad_clip)
             optimizer.step(grads)
+            train_seconds += time.perf_counter() - t0
+            train_tokens += input_batch.size
             state.tokens_seen += input_batch.size
             state.batch = i + 1
             steps_this_call += 1
@@ -191,10 +194,10 @@ def train_model(
                 state.train_losses.append(train_loss)
                 state.val_losses.append(val_loss)
                 state.track_tokens_seen.append(state.tokens_seen)
-                rate = (state.tokens_seen - tokens_t0) / max(time.perf_counter() - t0, 1e-9)
+                rate = train_tokens / max(train_seconds, 1e-9)
                 log(
                     f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
-                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | {rate:,.0f} tok/s"
+                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | train {rate:,.0f} tok/s"
                 )
                 save()
             if (max_steps is not None and steps_this_call >= max_steps) or (should_stop is not None and should_stop()):
