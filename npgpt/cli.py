@@ -10,7 +10,7 @@ import hashlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from npgpt.errors import NpgptError
 from npgpt.generate import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW
+from npgpt.plot import plot_losses
 from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
-from npgpt.train import TrainState, load_training, plot_losses, train_model
+from npgpt.train import TrainState, load_training, train_model
 
 CHECKPOINT = "checkpoint.npz"
+Runner = Callable[[argparse.Namespace], int]
 # Flags whose values define a run; a resumed run takes them from its checkpoint.
 RUN_FLAGS = [
     "config",
@@ -87,8 +89,14 @@ def _add_train_args(
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="npgpt", description="GPT-2 in NumPy: train and generate.")
+def build_parser(
+    add_run_args: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The train/demo/generate parser; ``add_run_args`` adds options to all three (e.g. --impl).
+
+    Returns the parser and its subparsers so a higher layer can add commands.
+    """
+    parser = argparse.ArgumentParser(prog="npgpt", description="GPT-2 in NumPy and PyTorch: train, generate, check.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop")
     _add_train_args(
@@ -107,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
-    return parser
+    if add_run_args is not None:
+        for p in (train, demo, gen):
+            add_run_args(p)
+    return parser, sub
 
 
-def _sha256(text: str) -> str:
+def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -121,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
     tokenizer = get_tokenizer()
     if args.resume:
         model, optimizer, state, meta = load_training(ckpt)
-        if meta.get("text_sha256") != _sha256(text):
+        if meta.get("text_sha256") != text_sha256(text):
             raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
         for name, value in meta["args"].items():
             setattr(args, name, value)  # the run's own hyperparameters, not today's defaults
@@ -182,7 +193,7 @@ def run_train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             should_stop=lambda: stop["requested"],
             sample_tokens=args.sample_tokens,
-            meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": _sha256(text)},
+            meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text)},
         )
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -193,14 +204,8 @@ def run_train(args: argparse.Namespace) -> int:
         "lrs": state.track_lrs,
     }
     (out / "history.json").write_text(json.dumps(history))
-    plot = plot_losses(
-        state.track_tokens_seen,
-        state.train_losses,
-        state.val_losses,
-        out / "losses.png",
-        len(train_loader),
-        args.eval_freq,
-    )
+    epochs_seen = [i * args.eval_freq / len(train_loader) for i in range(len(state.train_losses))]
+    plot = plot_losses(epochs_seen, state.track_tokens_seen, state.train_losses, state.val_losses, out / "losses.png")
     done = state.epoch >= args.epochs
     print(f"{'finished' if done else 'paused'} at step {state.global_step + 1}: checkpoint {ckpt}")
     print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
@@ -232,23 +237,42 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    run_train(args)
-    ckpt = Path(args.out) / CHECKPOINT
+def run_demo(
+    args: argparse.Namespace, train: Runner | None = None, generate: Runner | None = None, checkpoint: str = CHECKPOINT
+) -> int:
+    """Train on the embedded story, then print a greedy continuation of the start context."""
+    (train or run_train)(args)
+    gen_args = argparse.Namespace(
+        checkpoint=str(Path(args.out) / checkpoint),
+        prompt=args.start_context,
+        max_new_tokens=50,
+        temperature=0.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
+        no_cache=False,
+        no_eos=False,
+        **{k: v for k, v in vars(args).items() if k in ("impl", "device")},
+    )
     print("\ngreedy continuation with the KV cache:")
-    gen_args = build_parser().parse_args(["generate", "--checkpoint", str(ckpt), "--prompt", args.start_context])
-    return run_generate(gen_args)
+    return (generate or run_generate)(gen_args)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
+    """Run one subcommand; an NpgptError becomes one line on stderr and exit status 2."""
     if args.command == "demo" and args.out == "runs/npgpt":
         args.out = "runs/demo"
     try:
-        return {"train": run_train, "generate": run_generate, "demo": run_demo}[args.command](args)
+        return runners[args.command](args)
     except NpgptError as exc:
         print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """NumPy only (``python -m npgpt.cli``); the installed ``npgpt`` command is parity.cli."""
+    args = build_parser()[0].parse_args(argv)
+    return run_command(args, {"train": run_train, "generate": run_generate, "demo": run_demo})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""``npgpt train/generate --impl torch``: the same flags and output as the NumPy runners in
+npgpt.cli, on cpu, cuda or mps, and data-parallel under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from npgpt.cli import RUN_FLAGS, embedded_text, text_sha256
+from npgpt.config import GPTConfig
+from npgpt.data import train_val_split
+from npgpt.errors import NpgptError
+from npgpt.plot import plot_losses
+from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
+from torchgpt import distributed
+from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from torchgpt.data import GPTDatasetV1
+from torchgpt.device import pick_device
+from torchgpt.generate import generate
+from torchgpt.model import GPTModel
+from torchgpt.train import text_to_token_ids, token_ids_to_text, train_model
+
+CHECKPOINT = "checkpoint.pth"
+
+
+def _loaders(text: str, cfg: GPTConfig, batch_size: int, seed: int, info: distributed.DistInfo, pin: bool):
+    if batch_size % info.world_size:
+        raise NpgptError(f"--batch-size {batch_size} must be divisible by the {info.world_size} torchrun processes")
+    train_text, val_text = train_val_split(text)
+    T = cfg.context_length
+    tok = get_tokenizer()
+    train_set = GPTDatasetV1(train_text, tok, T, T)
+    # The sampler's order is a function of (seed, epoch) only: the same with 1 or N processes
+    # (each rank takes every N-th index) and after a resume.
+    sampler = DistributedSampler(
+        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    per_rank = batch_size // info.world_size
+    # Own generators: iterating a loader must not draw from the global RNG that dropout uses,
+    # or a resumed run (which iterates a different number of times) would see other masks.
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, per_rank, sampler=sampler, drop_last=True, pin_memory=pin, generator=gen)
+    val_set = GPTDatasetV1(val_text, tok, T, T)
+    val_loader = DataLoader(val_set, batch_size, shuffle=False, drop_last=False, generator=gen)
+    return train_loader, val_loader
+
+
+def run_train(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    info = distributed.setup(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    out = Path(args.out)
+    ckpt = out / CHECKPOINT
+    text = read_text(args.text) if args.text else embedded_text()
+    say = print if info.is_main else None
+    state = None
+    if args.resume:
+        state = load_checkpoint(ckpt)
+        if state.get("text_sha256") != text_sha256(text):
+            raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
+        for name, value in state["args"].items():
+            setattr(args, name, value)
+    elif ckpt.exists():
+        raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
+    cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    torch.manual_seed(args.seed)
+    model = GPTModel(cfg).to(device=device, dtype=dtype)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history = {"train_losses": [], "val_losses": [], "tokens_seen": [], "lrs": []}
+    start_step = 0
+    if state is not None:
+        load_model_state(model, state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+        history, start_step = state["history"], state["next_step"]
+        torch.set_rng_state(state["rng_state"])
+        if say:
+            say(f"resuming {ckpt} at step {start_step + 1}")
+    train_loader, val_loader = _loaders(text, cfg, args.batch_size, args.seed, info, device.type == "cuda")
+    if len(train_loader) == 0:
+        raise NpgptError(
+            f"the text is too short for context_length={cfg.context_length} and batch_size={args.batch_size}; "
+            "lower --context-length or --batch-size"
+        )
+    if say:
+        n = sum(p.numel() for p in model.parameters())
+        say(
+            f"{cfg.n_layers} layers, {n:,} parameters ({args.dtype}, torch on {device}"
+            f"{f', {info.world_size} processes' if info.enabled else ''}); "
+            f"{len(train_loader)} train / {len(val_loader)} val batches of "
+            f"{args.batch_size}x{cfg.context_length} tokens"
+        )
+    trained = DistributedDataParallel(model) if info.enabled else model
+    meta = {"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
+
+    def save(next_step: int, hist: dict) -> None:
+        if info.is_main:  # only rank 0 writes
+            rng = torch.get_rng_state()
+            save_checkpoint(ckpt, model, optimizer, history=hist, next_step=next_step, rng_state=rng, **meta)
+
+    train_losses, val_losses, tokens_seen, lrs = train_model(
+        trained,
+        train_loader,
+        val_loader,
+        optimizer,
+        device,
+        args.epochs,
+        args.eval_freq,
+        args.eval_iter,
+        args.start_context,
+        get_tokenizer(),
+        args.warmup_steps,
+        args.initial_lr,
+        args.min_lr,
+        peak_lr=args.lr,
+        schedule=args.schedule,
+        grad_clip=args.grad_clip,
+        max_steps=args.max_steps,
+        start_step=start_step,
+        log=say,
+        sample_tokens=args.sample_tokens,
+    )
+    done_steps = start_step + len(lrs)
+    history = {
+        "train_losses": history["train_losses"] + train_losses,
+        "val_losses": history["val_losses"] + val_losses,
+        "tokens_seen": history["tokens_seen"] + tokens_seen,
+        "lrs": history["lrs"] + lrs,
+    }
+    save(done_steps, history)
+    distributed.teardown()
+    if not info.is_main:
+        return 0
+    (out / "history.json").write_text(json.dumps(history))
+    epochs_seen = [i * args.eval_freq / len(train_loader) for i in range(len(history["train_losses"]))]
+    plot = plot_losses(
+        epochs_seen, history["tokens_seen"], history["train_losses"], history["val_losses"], out / "losses.png"
+    )
+    total = len(train_loader) * args.epochs
+    done = done_steps >= total
+    print(f"{'finished' if done else 'paused'} at step {done_steps}: checkpoint {ckpt}")
+    print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
+    if not done:
+        print(
+            f"continue with: npgpt {args.command} --impl torch --out {out} --resume"
+            + (f" --text {args.text}" if args.text else "")
+        )
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    state = load_checkpoint(args.checkpoint, map_location=device)
+    if "config" not in state:
+        raise NpgptError(f"{args.checkpoint} has no config record; it was not written by `npgpt train --impl torch`")
+    cfg = GPTConfig.from_dict(state["config"])
+    model = GPTModel(cfg)
+    load_model_state(model, state["model_state_dict"])
+    model.to(device).eval()
+    tokenizer = get_tokenizer()
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+    ids = text_to_token_ids(args.prompt, tokenizer).to(device)
+    out = generate(
+        model,
+        ids,
+        args.max_new_tokens,
+        cfg.context_length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        eos_id=None if args.no_eos else EOT_ID,
+        top_p=args.top_p,
+        use_cache=not args.no_cache,
+        generator=generator,
+    )
+    print(token_ids_to_text(out.cpu(), tokenizer))
+    return 0
