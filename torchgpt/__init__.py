@@ -7,6 +7,7 @@ from npgpt.plot import plot_losses
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from torchgpt.data import GPTDatasetV1, create_dataloader_v1
 from torchgpt.device import pick_device
+from torchgpt.fast import compile_model, enable_tf32, make_adamw
 from torchgpt.generate import generate, generate_text_simple
 from torchgpt.model import (
     GELU,
@@ -40,13 +41,16 @@ __all__ = [
     "TransformerBlock",
     "calc_loss_batch",
     "calc_loss_loader",
+    "compile_model",
     "create_dataloader_v1",
+    "enable_tf32",
     "evaluate_model",
     "generate",
     "generate_and_print_sample",
     "generate_text_simple",
     "load_checkpoint",
     "load_model_state",
+    "make_adamw",
     "pick_device",
     "plot_losses",
     "save_checkpoint",
