@@ -46,10 +46,41 @@ def _demo(args: argparse.Namespace) -> int:
     return np_cli.run_demo(args, torch_cli.run_train, torch_cli.run_generate, torch_cli.CHECKPOINT)
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="load the same weights into npgpt and torchgpt and compare every tensor (the main job)",
+        description="Compare npgpt against torchgpt: every block output, logits, loss, all gradients, and "
+        "loss/params/AdamW moments over k steps with dropout on (shared masks). Exits 1 if anything fails.",
+    )
+    p.add_argument("--weights", help="OpenAI checkpoint dir, .safetensors, .npz or .pth (default: random weights)")
+    p.add_argument("--config", default="gpt2-small", help="shape of the random weights (default %(default)s)")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64")
+    p.add_argument("--steps", type=int, default=10, help="AdamW steps to compare (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
+    p.add_argument("--json", help="also write every row to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
+
+
+def run_check_command(args: argparse.Namespace) -> int:
+    from parity.check import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, _ = np_cli.build_parser(_add_impl_args)
+    parser, sub = np_cli.build_parser(_add_impl_args)
+    _add_check(sub)
     args = parser.parse_args(argv)
-    runners = {"train": _dispatch("train"), "generate": _dispatch("generate"), "demo": _demo}
+    runners = {
+        "train": _dispatch("train"),
+        "generate": _dispatch("generate"),
+        "demo": _demo,
+        "check": run_check_command,
+    }
     return np_cli.run_command(args, runners)
 
 

@@ -1,0 +1,76 @@
+"""``npgpt check``: the report users run to see that npgpt and torchgpt agree."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from npgpt.config import GPTConfig
+from npgpt.errors import NpgptError
+from parity.engine import Report, random_params, run_check
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from parity.adapters import NumpyImpl, TorchImpl
+        from torchgpt.device import pick_device
+    except ImportError as exc:
+        if exc.name == "torch":
+            raise NpgptError("npgpt check needs PyTorch for the reference; pip install 'npgpt[torch]'") from None
+        raise
+    device = pick_device(args.device)
+    if args.weights:
+        from parity.weights import load_weights
+
+        cfg, params = load_weights(args.weights)
+        source = f"weights {args.weights}"
+    else:
+        cfg = GPTConfig.preset(args.config, qkv_bias=True)  # OpenAI's GPT-2 has biases on q, k, v
+        params = random_params(cfg, args.seed)
+        source = f"random weights, seed {args.seed}"
+    if args.seq_len > cfg.context_length:
+        raise NpgptError(f"--seq-len {args.seq_len} exceeds context_length={cfg.context_length}")
+    rng = np.random.default_rng(args.seed)
+    ids = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
+    targets = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    print(
+        f"npgpt vs torchgpt ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "
+        f"vocab {cfg.vocab_size}; {source}; B={args.batch_size}, T={args.seq_len}; {args.steps} AdamW steps "
+        f"with dropout {cfg.drop_rate} (shared masks)"
+    )
+    reports: list[Report] = []
+    for dtype in dtypes:
+        t0 = time.perf_counter()
+        report = run_check(NumpyImpl(), TorchImpl(str(device)), cfg, params, ids, targets, dtype, args.steps, args.seed)
+        reports.append(report)
+        print(f"\n== {dtype}: {len(report.rows)} tensors compared in {time.perf_counter() - t0:.1f} s ==")
+        if args.quiet:
+            for row in report.rows:
+                if not row.ok:
+                    print(row.row())
+            print("\n".join(report.notes))
+        else:
+            print(report.table())
+        first = report.first_failure
+        if first is None:
+            print(f"{dtype}: PASS, all {len(report.rows)} within tolerance")
+        else:
+            n_bad = sum(not r.ok for r in report.rows)
+            print(f"{dtype}: FAIL, {n_bad} outside tolerance; first diverging tensor: {first.name}")
+    if args.json:
+        payload = {
+            "config": cfg.to_dict(),
+            "source": source,
+            "reports": [
+                {"dtype": r.dtype, "ok": r.ok, "notes": r.notes, "rows": [dataclasses.asdict(c) for c in r.rows]}
+                for r in reports
+            ],
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=1, default=str))
+    return 0 if all(r.ok for r in reports) else 1

@@ -1,0 +1,88 @@
+"""The tolerance table (DESIGN §5), the ONE place tolerances live. Tests and ``npgpt check`` read
+it; nothing loosens it elsewhere.
+
+Elementwise rule: ``|a - b| <= atol * max(1, max|b|) + rtol * |b|`` (b is the reference, torch).
+Norm rule (float32 optimizer states): ``||a - b|| <= atol * sqrt(n) * max(1, max|b|) + rtol * ||b||``:
+the same bound in root-mean-square form, so one element with heavy cancellation does not decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Tol:
+    rtol: float
+    atol: float
+    norm: bool = False  # compare norms (float32 after k steps), not elements
+
+    def describe(self) -> str:
+        kind = "norm" if self.norm else "elem"
+        return f"{kind} r{self.rtol:.0e}/a{self.atol:.0e}"
+
+
+# (dtype, kind) -> Tol. kinds: component forward/backward, model (logits, block outputs, grads),
+# loss, step_loss (the loss at each AdamW step), state (params, m, v after k steps).
+TABLE: dict[tuple[str, str], Tol] = {
+    ("float64", "fwd"): Tol(1e-10, 1e-10),
+    ("float64", "bwd"): Tol(1e-10, 1e-10),
+    ("float64", "model"): Tol(1e-9, 1e-9),
+    ("float64", "loss"): Tol(1e-9, 1e-9),
+    ("float64", "step_loss"): Tol(1e-9, 1e-9),
+    ("float64", "state"): Tol(1e-9, 1e-9),
+    ("float32", "fwd"): Tol(1e-5, 1e-5),
+    ("float32", "bwd"): Tol(1e-4, 1e-5),
+    ("float32", "model"): Tol(1e-4, 1e-4),
+    ("float32", "loss"): Tol(1e-5, 0.0),
+    ("float32", "step_loss"): Tol(1e-4, 0.0),
+    ("float32", "state"): Tol(1e-4, 1e-5, norm=True),
+}
+
+
+def tolerance(dtype: str | np.dtype, kind: str) -> Tol:
+    return TABLE[(np.dtype(dtype).name, kind)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    tol: Tol
+    ok: bool
+
+    def row(self) -> str:
+        shape = "x".join(map(str, self.shape)) or "scalar"
+        mark = "ok" if self.ok else "FAIL"
+        return (
+            f"{self.name:<44} {shape:>12} {self.max_abs:10.2e} {self.max_rel:10.2e}  {self.tol.describe():<16} {mark}"
+        )
+
+
+def compare(name: str, a: np.ndarray, b: np.ndarray, tol: Tol) -> Comparison:
+    """Compare ``a`` (implementation under test) with ``b`` (reference); shape and dtype asserted."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return Comparison(name, tuple(b.shape), float("inf"), float("inf"), tol, False)
+    if a.dtype != b.dtype:
+        return Comparison(
+            f"{name} (dtype {a.dtype} != {b.dtype})", tuple(b.shape), float("inf"), float("inf"), tol, False
+        )
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    scale = max(1.0, float(np.max(np.abs(b64)))) if b64.size else 1.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    # relative to the reference tensor's largest magnitude: elementwise ratios explode where b ~ 0
+    max_rel = max_abs / max(float(np.max(np.abs(b64))), np.finfo(np.float64).tiny) if diff.size else 0.0
+    if not np.all(np.isfinite(a64)) or not np.all(np.isfinite(b64)):
+        ok = bool(np.array_equal(a64, b64, equal_nan=True))
+    elif tol.norm:
+        bound = tol.atol * np.sqrt(b64.size) * scale + tol.rtol * float(np.linalg.norm(b64))
+        ok = float(np.linalg.norm(a64 - b64)) <= bound
+    else:
+        ok = bool(np.all(diff <= tol.atol * scale + tol.rtol * np.abs(b64)))
+    return Comparison(name, tuple(b.shape), max_abs, max_rel, tol, ok)
