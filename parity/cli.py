@@ -65,6 +65,38 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
 
 
+def _add_weights_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download OpenAI's GPT-2 weights (resumable, size- and hash-checked)")
+    p.add_argument("model_size", choices=["124M", "355M", "774M", "1558M"])
+    p.add_argument(
+        "--source", choices=["openai", "hf"], default="openai", help="openai TF checkpoint or HF safetensors"
+    )
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--base-url", default=None, help="a mirror serving the same paths (default: the book's URLs)")
+    c = sub.add_parser("convert", help="convert weights between OpenAI dir, .safetensors, .npz and .pth")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--format", choices=["openai", "safetensors", "npz", "pth"], default=None, help="default: from DST")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from parity.download import download
+
+    folder = download(args.model_size, args.models_dir, args.source, args.base_url)
+    print(f"{folder}: ready (npgpt check --weights {folder})")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from parity.weights import load_weights, save_weights
+
+    cfg, params = load_weights(args.src)
+    out = save_weights(args.dst, cfg, params, args.format)
+    n = sum(v.size for v in params.values())
+    print(f"{args.src} -> {out}: {len(params)} tensors, {n:,} numbers ({cfg.n_layers} layers, emb {cfg.emb_dim})")
+    return 0
+
+
 def run_check_command(args: argparse.Namespace) -> int:
     from parity.check import run
 
@@ -74,12 +106,15 @@ def run_check_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, sub = np_cli.build_parser(_add_impl_args)
     _add_check(sub)
+    _add_weights_commands(sub)
     args = parser.parse_args(argv)
     runners = {
         "train": _dispatch("train"),
         "generate": _dispatch("generate"),
         "demo": _demo,
         "check": run_check_command,
+        "download": run_download,
+        "convert": run_convert,
     }
     return np_cli.run_command(args, runners)
 
