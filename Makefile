@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test,torch
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean parity-thorough
 
 install: $(VENV)/.installed
 
@@ -28,3 +28,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+
+parity-thorough: install
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q tests/parity
