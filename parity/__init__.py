@@ -5,7 +5,6 @@ This package sits at the top of the dependency graph (parity -> npgpt, torchgpt)
 """
 
 from parity.convert import to_numpy, to_torch
-from parity.download import download
 from parity.weights import load_weights, save_weights
 
-__all__ = ["download", "load_weights", "save_weights", "to_numpy", "to_torch"]
+__all__ = ["load_weights", "save_weights", "to_numpy", "to_torch"]

@@ -71,8 +71,8 @@ def _write_manifest(folder: Path, sums: dict[str, str]) -> None:
 
 
 class _Progress:
-    def __init__(self, name: str, total: int | None, start: int, stream=sys.stderr) -> None:
-        self.name, self.total, self.done, self.stream = name, total, start, stream
+    def __init__(self, name: str, total: int | None, start: int) -> None:
+        self.name, self.total, self.done, self.stream = name, total, start, sys.stderr
         self.t0, self.last, self.start = time.perf_counter(), 0.0, start
 
     def update(self, n: int) -> None:

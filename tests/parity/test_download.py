@@ -1,0 +1,163 @@
+"""Download against a loopback HTTP server the test starts (never the internet): progress,
+Range resume after a dropped connection, size checks, hash checks, manifest, offline errors."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from npgpt import NpgptError
+from parity import download as dl
+
+
+class Server:
+    """Serves ``files`` under /gpt-2/models/124M/..., honouring Range; can misbehave on demand."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.drop_after: dict[str, int] = {}  # name -> bytes to send once, then cut the connection
+        self.lie_length: dict[str, int] = {}  # name -> Content-Length to announce
+        self.ranges: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                body = server.files[name]
+                start = 0
+                if rng := self.headers.get("Range"):
+                    server.ranges.append(f"{name} {rng}")
+                    start = int(rng.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                payload = body[start:]
+                self.send_header("Content-Length", str(server.lie_length.get(name, len(payload))))
+                self.end_headers()
+                cut = server.drop_after.pop(name, None)
+                self.wfile.write(payload if cut is None else payload[:cut])
+                self.wfile.flush()
+                if cut is not None:
+                    self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/gpt-2/models"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def files(monkeypatch):
+    # small stand-ins for the seven OpenAI files; the known sizes/hashes are swapped for theirs
+    content = {name: hashlib.sha256(name.encode()).digest() * (50 + i * 40) for i, name in enumerate(dl.OPENAI_FILES)}
+    monkeypatch.setattr(
+        dl,
+        "EXPECTED_BYTES",
+        {("124M", "model.ckpt.data-00000-of-00001"): len(content["model.ckpt.data-00000-of-00001"])},
+    )
+    monkeypatch.setattr(dl, "EXPECTED_SHA256", {"encoder.json": hashlib.sha256(content["encoder.json"]).hexdigest()})
+    monkeypatch.setattr(dl, "CHUNK", 256)
+    return content
+
+
+@pytest.fixture
+def server(files):
+    s = Server(files)
+    yield s
+    s.close()
+
+
+def test_download_writes_every_file_and_a_manifest(tmp_path, server, files, capsys):
+    folder = dl.download("124M", tmp_path, base_url=server.url)
+    assert folder == tmp_path / "124M"
+    for name, body in files.items():
+        assert (folder / name).read_bytes() == body
+    manifest = (folder / "SHA256SUMS").read_text().splitlines()
+    assert len(manifest) == len(files)
+    assert f"{hashlib.sha256(files['checkpoint']).hexdigest()}  checkpoint" in manifest
+    assert "%" in capsys.readouterr().err  # a progress bar was drawn
+    assert not list(folder.glob("*.part"))
+
+
+def test_dropped_connection_resumes_with_range(tmp_path, server, files):
+    data = "model.ckpt.data-00000-of-00001"
+    server.drop_after[data] = 1000
+    dl.download("124M", tmp_path, base_url=server.url, retries=2)
+    assert (tmp_path / "124M" / data).read_bytes() == files[data]
+    assert server.ranges == [f"{data} bytes=1000-"]  # continued where it stopped, not from 0
+
+
+def test_interrupted_run_resumes_on_the_next_run(tmp_path, server, files):
+    data = "model.ckpt.data-00000-of-00001"
+    server.drop_after[data] = 700
+    with pytest.raises(NpgptError, match="run the same command again to resume"):
+        dl.download("124M", tmp_path, base_url=server.url, retries=0)
+    part = tmp_path / "124M" / (data + ".part")
+    assert part.stat().st_size == 700 and not (tmp_path / "124M" / data).exists()  # nothing half-written in place
+    dl.download("124M", tmp_path, base_url=server.url)
+    assert (tmp_path / "124M" / data).read_bytes() == files[data]
+    assert f"{data} bytes=700-" in server.ranges
+
+
+def test_wrong_size_is_refused(tmp_path, server, files, monkeypatch):
+    data = "model.ckpt.data-00000-of-00001"
+    monkeypatch.setattr(dl, "EXPECTED_BYTES", {("124M", data): len(files[data]) + 5})
+    with pytest.raises(NpgptError, match="expected"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    assert not (tmp_path / "124M" / data).exists()
+
+
+def test_truncated_body_with_honest_length_is_retried_then_refused(tmp_path, server, files):
+    server.lie_length["hparams.json"] = len(files["hparams.json"]) + 100  # announces more than it sends
+    with pytest.raises(NpgptError, match=r"hparams\.json"):
+        dl.download("124M", tmp_path, base_url=server.url, retries=1)
+    assert not (tmp_path / "124M" / "hparams.json").exists()
+
+
+def test_corrupted_file_with_a_known_hash_is_removed(tmp_path, server, files):
+    server.files["encoder.json"] = b"x" + files["encoder.json"][1:]  # same size, one byte changed
+    with pytest.raises(NpgptError, match="wrong sha256"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    assert not (tmp_path / "124M" / "encoder.json").exists()
+
+
+def test_rerun_verifies_and_refetches_a_file_corrupted_on_disk(tmp_path, server, files, capsys):
+    folder = dl.download("124M", tmp_path, base_url=server.url)
+    index = folder / "model.ckpt.index"
+    index.write_bytes(b"\x00" + index.read_bytes()[1:])
+    capsys.readouterr()
+    dl.download("124M", tmp_path, base_url=server.url)
+    err = capsys.readouterr().err
+    assert "model.ckpt.index" in err and "does not match SHA256SUMS" in err
+    assert "checkpoint                       verified" in err
+    assert index.read_bytes() == files["model.ckpt.index"]
+
+
+def test_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(NpgptError, match="cannot reach"):
+        dl.download("124M", tmp_path, base_url="http://127.0.0.1:9/gpt-2/models")
+
+
+def test_hf_source_and_bad_size(tmp_path):
+    with pytest.raises(NpgptError, match="not one of"):
+        dl.download("7B", tmp_path)
+    srv = Server({"config.json": b'{"n_head": 12}', "model.safetensors": b"0" * 3000})
+    try:
+        folder = dl.download("124M", tmp_path, source="hf", base_url=srv.url.rsplit("/gpt-2", 1)[0])
+    finally:
+        srv.close()
+    assert folder == Path(tmp_path) / "hf-124M" and (folder / "model.safetensors").stat().st_size == 3000
