@@ -1,0 +1,37 @@
+"""The adapter protocol with a third implementation: docs/adapters.md's worked example."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from npgpt import GPTConfig
+from parity.adapters import NumpyImpl, TorchImpl
+from parity.engine import random_params, run_check
+
+CFG = GPTConfig.preset("tiny", qkv_bias=True, drop_rate=0.0, context_length=32)
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, CFG.vocab_size, (2, 32)), rng.integers(0, CFG.vocab_size, (2, 32))
+
+
+def test_sdpa_fast_path_as_a_third_implementation():
+    report = run_check(TorchImpl(attention="sdpa"), TorchImpl(), CFG, random_params(CFG, 0), *inputs(), "float64", 3)
+    assert report.ok, report.first_failure
+    assert "trf_blocks.1 output" in report.table()
+
+
+def test_a_wrong_third_implementation_fails():
+    class OffByScale(NumpyImpl):
+        name = "broken"
+
+        def forward(self, ids):
+            logits, blocks = super().forward(ids)
+            return logits * (1 + 1e-6), blocks  # a 1e-6 relative error: far above float64's 1e-9
+
+    report = run_check(OffByScale(), TorchImpl(), CFG, random_params(CFG, 0), *inputs(), "float64", 1)
+    assert not report.ok and report.first_failure.name == "logits"
