@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test,torch,hf,openai
 
-.PHONY: install demo test lint bench clean parity-thorough
+.PHONY: install check demo test lint bench clean parity-thorough
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
+
+check: install
+	$(VENV)/bin/npgpt check
 
 demo: install
 	$(VENV)/bin/npgpt demo

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(report.notes))
         else:
             print(report.table())
+        worst = ", ".join(f"{k} {a:.1e}/{r:.1e}" for k, (a, r) in report.worst().items())
+        print(f"largest error by kind (abs/rel): {worst}")
         first = report.first_failure
         if first is None:
             print(f"{dtype}: PASS, all {len(report.rows)} within tolerance")
@@ -68,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
             "config": cfg.to_dict(),
             "source": source,
             "reports": [
-                {"dtype": r.dtype, "ok": r.ok, "notes": r.notes, "rows": [dataclasses.asdict(c) for c in r.rows]}
+                {
+                    "dtype": r.dtype,
+                    "ok": r.ok,
+                    "notes": r.notes,
+                    "worst": r.worst(),
+                    "rows": [dataclasses.asdict(c) for c in r.rows],
+                }
                 for r in reports
             ],
         }

@@ -34,6 +34,21 @@ class Report:
     def first_failure(self) -> Comparison | None:
         return next((r for r in self.rows if not r.ok), None)
 
+    def worst(self) -> dict[str, tuple[float, float]]:
+        """Largest (max abs, rel to max|ref|) error per kind of tensor: the measured drift.
+
+        The W_key biases are left out: their true gradient is 0, so their relative error is
+        round-off over round-off."""
+        kinds = ("trf_blocks", "logits", "loss", "grad", "step", "param", "adam m", "adam v")
+        out: dict[str, tuple[float, float]] = {}
+        for row in self.rows:
+            if any(z in row.name for z in ZERO_GRADIENT):
+                continue
+            kind = next(k for k in kinds if row.name.startswith(k))
+            a, r = out.get(kind, (0.0, 0.0))
+            out[kind] = (max(a, row.max_abs), max(r, row.max_rel))
+        return out
+
     def table(self) -> str:
         head = f"{'tensor':<44} {'shape':>12} {'max abs':>10} {'rel/max|ref|':>10}  {'tolerance':<16} pass"
         return "\n".join([head, "-" * len(head)] + [r.row() for r in self.rows] + self.notes)
