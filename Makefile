@@ -27,7 +27,7 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/bench_npgpt.py
+	$(VENV)/bin/npgpt bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

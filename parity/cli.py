@@ -79,6 +79,19 @@ def _add_weights_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--format", choices=["openai", "safetensors", "npz", "pth"], default=None, help="default: from DST")
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="NumPy CPU vs torch CPU vs torch CUDA against each device's measured limits")
+    p.add_argument("--quick", action="store_true", help="tiny config only: a smoke run in seconds")
+    p.add_argument("--impl", default="numpy-cpu,torch-cpu,torch-cuda", help="comma-separated subset")
+    p.add_argument("--out", default="benchmarks/results")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from parity import bench
+
+    return bench.main([*(["--quick"] if args.quick else []), "--impl", args.impl, "--out", args.out])
+
+
 def run_download(args: argparse.Namespace) -> int:
     from parity.download import download
 
@@ -107,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, sub = np_cli.build_parser(_add_impl_args)
     _add_check(sub)
     _add_weights_commands(sub)
+    _add_bench(sub)
     args = parser.parse_args(argv)
     runners = {
         "train": _dispatch("train"),
@@ -115,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": run_check_command,
         "download": run_download,
         "convert": run_convert,
+        "bench": run_bench,
     }
     return np_cli.run_command(args, runners)
 
