@@ -203,17 +203,26 @@ def run_train(args: argparse.Namespace) -> int:
         "tokens_seen": state.track_tokens_seen,
         "lrs": state.track_lrs,
     }
+    finish_run(args, history, len(train_loader), state.global_step + 1, ckpt)
+    return 0
+
+
+def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, steps_done: int, ckpt: Path) -> None:
+    """Shared end of ``train`` for both implementations: history.json, the loss plot, and how to
+    continue a paused run."""
+    out = Path(args.out)
     (out / "history.json").write_text(json.dumps(history))
-    epochs_seen = [i * args.eval_freq / len(train_loader) for i in range(len(state.train_losses))]
-    plot = plot_losses(epochs_seen, state.track_tokens_seen, state.train_losses, state.val_losses, out / "losses.png")
-    done = state.epoch >= args.epochs
-    print(f"{'finished' if done else 'paused'} at step {state.global_step + 1}: checkpoint {ckpt}")
+    epochs_seen = [i * args.eval_freq / steps_per_epoch for i in range(len(history["train_losses"]))]
+    plot = plot_losses(
+        epochs_seen, history["tokens_seen"], history["train_losses"], history["val_losses"], out / "losses.png"
+    )
+    done = steps_done >= steps_per_epoch * args.epochs
+    print(f"{'finished' if done else 'paused'} at step {steps_done}: checkpoint {ckpt}")
     print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
     if not done:
-        print(
-            f"continue with: npgpt {args.command} --out {out} --resume" + (f" --text {args.text}" if args.text else "")
-        )
-    return 0
+        impl = " --impl torch" if getattr(args, "impl", "numpy") == "torch" else ""
+        text = f" --text {args.text}" if args.text else ""
+        print(f"continue with: npgpt {args.command}{impl} --out {out} --resume{text}")
 
 
 def run_generate(args: argparse.Namespace) -> int:

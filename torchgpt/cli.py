@@ -4,7 +4,6 @@ npgpt.cli, on cpu, cuda or mps, and data-parallel under torchrun."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -12,11 +11,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from npgpt.cli import RUN_FLAGS, embedded_text, text_sha256
+from npgpt.cli import RUN_FLAGS, embedded_text, finish_run, text_sha256
 from npgpt.config import GPTConfig
 from npgpt.data import train_val_split
 from npgpt.errors import NpgptError
-from npgpt.plot import plot_losses
 from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
 from torchgpt import distributed
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
@@ -138,20 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
     distributed.teardown()
     if not info.is_main:
         return 0
-    (out / "history.json").write_text(json.dumps(history))
-    epochs_seen = [i * args.eval_freq / len(train_loader) for i in range(len(history["train_losses"]))]
-    plot = plot_losses(
-        epochs_seen, history["tokens_seen"], history["train_losses"], history["val_losses"], out / "losses.png"
-    )
-    total = len(train_loader) * args.epochs
-    done = done_steps >= total
-    print(f"{'finished' if done else 'paused'} at step {done_steps}: checkpoint {ckpt}")
-    print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
-    if not done:
-        print(
-            f"continue with: npgpt {args.command} --impl torch --out {out} --resume"
-            + (f" --text {args.text}" if args.text else "")
-        )
+    finish_run(args, history, len(train_loader), done_steps, ckpt)
     return 0
 
 
