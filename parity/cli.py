@@ -20,6 +20,20 @@ def _add_impl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch only: auto|cpu|cuda|mps (default auto)")
 
 
+TORCH_TRAIN_DEFAULTS = {"attention": "book", "amp": "none", "compile": False, "fused_adamw": False, "tf32": False,
+                        "grad_accum": 1}  # fmt: skip
+
+
+def _add_torch_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("torch speed-ups (opt-in, same weights and math; --impl torch only)")
+    g.add_argument("--attention", choices=["book", "sdpa"], default="book", help="sdpa: flash attention on GPUs")
+    g.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--fused-adamw", action="store_true", help="single-kernel AdamW (CUDA)")
+    g.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+
+
 def _torch_cli():
     try:
         from torchgpt import cli as torch_cli
@@ -32,6 +46,10 @@ def _torch_cli():
 
 def _dispatch(name: str):
     def run(args: argparse.Namespace) -> int:
+        used = [k for k, v in TORCH_TRAIN_DEFAULTS.items() if getattr(args, k, v) != v]
+        if args.impl == "numpy" and used:
+            flags = ", ".join("--" + k.replace("_", "-") for k in used)
+            raise NpgptError(f"{flags}: torch options; add --impl torch")
         if args.impl == "numpy":
             return getattr(np_cli, f"run_{name}")(args)
         return getattr(_torch_cli(), f"run_{name}")(args)
@@ -40,6 +58,8 @@ def _dispatch(name: str):
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.impl == "numpy" and any(getattr(args, k) != v for k, v in TORCH_TRAIN_DEFAULTS.items()):
+        raise NpgptError("torch speed-up options need --impl torch")
     if args.impl == "numpy":
         return np_cli.run_demo(args)
     torch_cli = _torch_cli()
@@ -118,6 +138,8 @@ def run_check_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, sub = np_cli.build_parser(_add_impl_args)
+    for name in ("train", "demo"):
+        _add_torch_train_args(sub.choices[name])
     _add_check(sub)
     _add_weights_commands(sub)
     _add_bench(sub)

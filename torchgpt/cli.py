@@ -20,16 +20,24 @@ from torchgpt import distributed
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from torchgpt.data import GPTDatasetV1
 from torchgpt.device import pick_device
+from torchgpt.fast import enable_tf32, make_adamw
 from torchgpt.generate import generate
-from torchgpt.model import GPTModel
+from torchgpt.model import GPTModel, set_attention
 from torchgpt.train import text_to_token_ids, token_ids_to_text, train_model
 
 CHECKPOINT = "checkpoint.pth"
+# opt-in speed-ups (parity.cli adds the flags); a resumed run takes them from its checkpoint
+SPEED_FLAGS = ("attention", "amp", "compile", "fused_adamw", "tf32", "grad_accum")
 
 
-def _loaders(text: str, cfg: GPTConfig, batch_size: int, seed: int, info: distributed.DistInfo, pin: bool):
-    if batch_size % info.world_size:
-        raise NpgptError(f"--batch-size {batch_size} must be divisible by the {info.world_size} torchrun processes")
+def _loaders(
+    text: str, cfg: GPTConfig, batch_size: int, seed: int, info: distributed.DistInfo, pin: bool, accum: int = 1
+):
+    if batch_size % (info.world_size * accum):
+        raise NpgptError(
+            f"--batch-size {batch_size} must be divisible by "
+            f"{info.world_size} torchrun processes x {accum} micro-batches"
+        )
     train_text, val_text = train_val_split(text)
     T = cfg.context_length
     tok = get_tokenizer()
@@ -39,7 +47,7 @@ def _loaders(text: str, cfg: GPTConfig, batch_size: int, seed: int, info: distri
     sampler = DistributedSampler(
         train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
     )
-    per_rank = batch_size // info.world_size
+    per_rank = batch_size // info.world_size // accum  # one micro-batch of one rank
     # Own generators: iterating a loader must not draw from the global RNG that dropout uses,
     # or a resumed run (which iterates a different number of times) would see other masks.
     gen = torch.Generator().manual_seed(seed)
@@ -69,9 +77,15 @@ def run_train(args: argparse.Namespace) -> int:
         raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
     cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    speed = {k: getattr(args, k, None) for k in SPEED_FLAGS}
+    accum = speed["grad_accum"] or 1
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(device=device, dtype=dtype)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if speed["attention"] == "sdpa":
+        set_attention(model, "sdpa")
+    if speed["tf32"]:
+        enable_tf32()
+    optimizer = make_adamw(model, args.lr, args.weight_decay, fused=bool(speed["fused_adamw"]))
     history = {"train_losses": [], "val_losses": [], "tokens_seen": [], "lrs": []}
     start_step = 0
     if state is not None:
@@ -81,8 +95,8 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_rng_state(state["rng_state"])
         if say:
             say(f"resuming {ckpt} at step {start_step + 1}")
-    train_loader, val_loader = _loaders(text, cfg, args.batch_size, args.seed, info, device.type == "cuda")
-    if len(train_loader) == 0:
+    train_loader, val_loader = _loaders(text, cfg, args.batch_size, args.seed, info, device.type == "cuda", accum)
+    if len(train_loader) < accum:
         raise NpgptError(
             f"the text is too short for context_length={cfg.context_length} and batch_size={args.batch_size}; "
             "lower --context-length or --batch-size"
@@ -96,7 +110,10 @@ def run_train(args: argparse.Namespace) -> int:
             f"{args.batch_size}x{cfg.context_length} tokens"
         )
     trained = DistributedDataParallel(model) if info.enabled else model
-    meta = {"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
+    if speed["compile"]:
+        trained = torch.compile(trained)
+    run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *SPEED_FLAGS) if hasattr(args, k)}
+    meta = {"args": run_args, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
 
     def save(next_step: int, hist: dict) -> None:
         if info.is_main:  # only rank 0 writes
@@ -120,6 +137,8 @@ def run_train(args: argparse.Namespace) -> int:
         peak_lr=args.lr,
         schedule=args.schedule,
         grad_clip=args.grad_clip,
+        accumulation_steps=accum,
+        amp_dtype=torch.bfloat16 if speed["amp"] == "bf16" else None,
         max_steps=args.max_steps,
         start_step=start_step,
         log=say,
@@ -136,7 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
     distributed.teardown()
     if not info.is_main:
         return 0
-    finish_run(args, history, len(train_loader), done_steps, ckpt)
+    finish_run(args, history, len(train_loader) // accum, done_steps, ckpt)
     return 0
 
 

@@ -93,3 +93,22 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     # estimate over rank 0's own shard under DDP and is not compared
     for a, b in zip(one["history"]["val_losses"], two["history"]["val_losses"], strict=True):
         assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_speed_flags_keep_the_math(tmp_path):
+    """--attention sdpa --grad-accum 2 trains to the same weights as the book path on the same batches."""
+    (tmp_path / "story.txt").write_text(STORY, encoding="utf-8")
+    common = ["train", "--impl", "torch", "--device", "cpu", *TINY, "--text", "story.txt", "--drop-rate", "0"]
+    common += ["--batch-size", "4", "--max-steps", "2", "--epochs", "2"]
+    assert npgpt(*common, "--out", "book", cwd=tmp_path).returncode == 0
+    fast = npgpt(*common, "--attention", "sdpa", "--grad-accum", "2", "--out", "fast", cwd=tmp_path)
+    assert fast.returncode == 0, fast.stderr
+    book, quick = (load_checkpoint(tmp_path / d / "checkpoint.pth") for d in ("book", "fast"))
+    assert quick["args"]["attention"] == "sdpa" and quick["args"]["grad_accum"] == 2
+    for k, v in book["model_state_dict"].items():
+        torch.testing.assert_close(quick["model_state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_speed_flags_need_torch(capsys):
+    assert main(["train", "--config", "tiny", "--amp", "bf16"]) == 2
+    assert "--amp: torch options; add --impl torch" in capsys.readouterr().err
