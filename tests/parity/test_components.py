@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -277,10 +276,3 @@ def test_negative_control_float32_tier_is_not_vacuous(monkeypatch):
     """The float32 tolerances still see a bug of one part in 10^3 (a slightly wrong GELU constant)."""
     monkeypatch.setattr(gelu, "SQRT_2_OVER_PI", gelu.SQRT_2_OVER_PI * 1.001)
     assert failures(gelu_rows(BUG_CASE, "float32"))
-
-
-@given(st.just(None))
-def test_profiles_are_loaded(_):
-    from hypothesis import settings
-
-    assert settings().deadline is None
