@@ -6,11 +6,12 @@ Every NpgptError becomes one line on stderr and exit status 2; nothing else is c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,26 @@ def build_parser(
     return parser, sub
 
 
+@contextlib.contextmanager
+def stop_on_ctrl_c() -> Iterator[Callable[[], bool]]:
+    """While training: the first Ctrl-C asks for a stop after the current step (the trainer then
+    saves its checkpoint); a second one aborts at once."""
+    requested = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -162,16 +183,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"{cfg.n_layers} layers, {model.num_params():,} parameters ({model.dtype}); "
         f"{len(train_loader)} train / {len(val_loader)} val batches of {args.batch_size}x{T} tokens"
     )
-    stop = {"requested": False}
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with stop_on_ctrl_c() as should_stop:
         state = train_model(
             model,
             train_loader,
@@ -191,12 +203,10 @@ def run_train(args: argparse.Namespace) -> int:
             state=state,
             checkpoint_path=ckpt,
             max_steps=args.max_steps,
-            should_stop=lambda: stop["requested"],
+            should_stop=should_stop,
             sample_tokens=args.sample_tokens,
             meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text)},
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     history = {
         "train_losses": state.train_losses,
         "val_losses": state.val_losses,

@@ -4,6 +4,7 @@ npgpt.cli, on cpu, cuda or mps, and data-parallel under torchrun."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from npgpt.cli import RUN_FLAGS, embedded_text, finish_run, text_sha256
+from npgpt.cli import RUN_FLAGS, embedded_text, finish_run, stop_on_ctrl_c, text_sha256
 from npgpt.config import GPTConfig
 from npgpt.data import train_val_split
 from npgpt.errors import NpgptError
@@ -120,30 +121,34 @@ def run_train(args: argparse.Namespace) -> int:
             rng = torch.get_rng_state()
             save_checkpoint(ckpt, model, optimizer, history=hist, next_step=next_step, rng_state=rng, **meta)
 
-    train_losses, val_losses, tokens_seen, lrs = train_model(
-        trained,
-        train_loader,
-        val_loader,
-        optimizer,
-        device,
-        args.epochs,
-        args.eval_freq,
-        args.eval_iter,
-        args.start_context,
-        get_tokenizer(),
-        args.warmup_steps,
-        args.initial_lr,
-        args.min_lr,
-        peak_lr=args.lr,
-        schedule=args.schedule,
-        grad_clip=args.grad_clip,
-        accumulation_steps=accum,
-        amp_dtype=torch.bfloat16 if speed["amp"] == "bf16" else None,
-        max_steps=args.max_steps,
-        start_step=start_step,
-        log=say,
-        sample_tokens=args.sample_tokens,
-    )
+    # Ctrl-C saves and stops a single process; under torchrun the ranks must stop together, so
+    # there Ctrl-C keeps torchrun's meaning (abort) and --max-steps is the way to pause.
+    with contextlib.nullcontext(None) if info.enabled else stop_on_ctrl_c() as should_stop:
+        train_losses, val_losses, tokens_seen, lrs = train_model(
+            trained,
+            train_loader,
+            val_loader,
+            optimizer,
+            device,
+            args.epochs,
+            args.eval_freq,
+            args.eval_iter,
+            args.start_context,
+            get_tokenizer(),
+            args.warmup_steps,
+            args.initial_lr,
+            args.min_lr,
+            peak_lr=args.lr,
+            schedule=args.schedule,
+            grad_clip=args.grad_clip,
+            accumulation_steps=accum,
+            amp_dtype=torch.bfloat16 if speed["amp"] == "bf16" else None,
+            max_steps=args.max_steps,
+            start_step=start_step,
+            should_stop=should_stop,
+            log=say,
+            sample_tokens=args.sample_tokens,
+        )
     done_steps = start_step + len(lrs)
     history = {
         "train_losses": history["train_losses"] + train_losses,

@@ -160,6 +160,7 @@ def train_model(
     amp_dtype: torch.dtype | None = None,
     max_steps: int | None = None,
     start_step: int = 0,
+    should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = print,
     sample_tokens: int = 50,
     on_eval: Callable[[int], None] | None = None,
@@ -173,7 +174,8 @@ def train_model(
     chapter 5. ``start_step`` skips that many optimizer steps (their batches are drawn, not
     used): with a DistributedSampler, whose order is a function of (seed, epoch), and the RNG
     state restored, that resumes a run exactly.
-    ``max_steps`` stops early; ``log=None`` silences output (non-zero DDP ranks).
+    ``max_steps`` or ``should_stop()`` (checked after every step, e.g. set by Ctrl-C) stop early;
+    ``log=None`` silences output (non-zero DDP ranks).
     """
     if schedule not in ("cosine", "constant"):
         raise NpgptError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
@@ -247,7 +249,9 @@ def train_model(
                 )
                 if on_eval is not None:
                     on_eval(global_step)
-            if max_steps is not None and global_step + 1 - start_step >= max_steps:
+            if (max_steps is not None and global_step + 1 - start_step >= max_steps) or (
+                should_stop is not None and should_stop()
+            ):
                 return train_losses, val_losses, track_tokens_seen, track_lrs
         if log is not None and global_step >= start_step:
             generate_and_print_sample(model, tokenizer, device, start_context, sample_tokens, log)

@@ -115,3 +115,29 @@ def test_demo_runs(tmp_path):
     assert (tmp_path / "runs" / "demo" / "checkpoint.npz").is_file()
     continuation = out.stdout.split("greedy continuation with the KV cache:\n")[1]
     assert continuation.startswith("The lighthouse keeper") and len(continuation) > len("The lighthouse keeper\n")
+
+
+@pytest.mark.parametrize("impl", ["numpy", "torch"])
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, impl):
+    """A real SIGINT mid-run: the step finishes, a checkpoint is written, resume completes the run."""
+    if impl == "torch":
+        pytest.importorskip("torch")
+    import signal
+
+    (tmp_path / "story.txt").write_text("The light turned and the boat came home. " * 40, encoding="utf-8")
+    args = [sys.executable, "-m", "parity.cli", "train", "--impl", impl, "--config", "tiny", "--context-length", "16"]
+    args += ["--text", "story.txt", "--epochs", "50", "--eval-freq", "1", "--sample-tokens", "2", "--out", "run"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training is under way
+        if "(Step 000002)" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopping after this step" in err and "paused at step" in out
+    name = "checkpoint.npz" if impl == "numpy" else "checkpoint.pth"
+    assert (tmp_path / "run" / name).is_file()
+    resume = [*args[:5], impl, "--text", "story.txt", "--out", "run", "--resume", "--max-steps", "2"]
+    again = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
