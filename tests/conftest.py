@@ -32,3 +32,16 @@ def verdict_text() -> str:
     if not VERDICT.is_file():
         pytest.skip(f"{VERDICT} not present")
     return VERDICT.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def missing_sqrt_d(monkeypatch):
+    """Inject the classic attention bug for negative controls: scores not divided by sqrt(head_dim)."""
+    from npgpt.layers import multi_head_attention
+
+    class NoSqrt:
+        @staticmethod
+        def sqrt(x: float) -> float:
+            return 1.0
+
+    monkeypatch.setattr(multi_head_attention, "math", NoSqrt)

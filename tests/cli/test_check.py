@@ -12,7 +12,6 @@ pytest.importorskip("torch")
 import itertools
 
 from npgpt import GPTConfig
-from npgpt.layers import multi_head_attention
 from parity.cli import main
 from parity.engine import random_params
 from parity.weights import load_weights, save_weights
@@ -31,13 +30,7 @@ def test_check_passes_and_writes_json(tmp_path, capsys):
     assert all(row["ok"] for r in report["reports"] for row in r["rows"])
 
 
-def test_check_fails_and_names_the_first_diverging_tensor(monkeypatch, capsys):
-    class NoSqrt:
-        @staticmethod
-        def sqrt(x):
-            return 1.0
-
-    monkeypatch.setattr(multi_head_attention, "math", NoSqrt)
+def test_check_fails_and_names_the_first_diverging_tensor(missing_sqrt_d, capsys):
     rc = main(["check", "--config", "tiny", "--steps", "1", "--quiet"])
     text = capsys.readouterr().out
     assert rc == 1

@@ -206,13 +206,7 @@ def test_component_matches_torch(component, dtype, case):
 BUG_CASE = Case(GPTConfig(vocab_size=7, context_length=8, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0), 2, 6, 11)
 
 
-def test_negative_control_missing_sqrt_d(monkeypatch):
-    class NoSqrt:
-        @staticmethod
-        def sqrt(x):
-            return 1.0
-
-    monkeypatch.setattr(multi_head_attention, "math", NoSqrt)
+def test_negative_control_missing_sqrt_d(missing_sqrt_d):
     assert failures(attention_rows(BUG_CASE, "float64"))
 
 

@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 import npgpt  # noqa: E402
 from npgpt.config import GPTConfig  # noqa: E402
-from npgpt.layers import multi_head_attention  # noqa: E402
 from npgpt.optim import AdamW, clip_grad_norm  # noqa: E402
 from npgpt.schedule import lr_at  # noqa: E402
 from parity import to_torch  # noqa: E402
@@ -48,13 +47,7 @@ def test_whole_model_and_training_with_dropout_float32(case):
 NEG = Case(GPTConfig(vocab_size=11, context_length=8, emb_dim=8, n_heads=2, n_layers=2, drop_rate=0.2), 2, 6, 3)
 
 
-def test_negative_control_model_with_missing_sqrt_d(monkeypatch):
-    class NoSqrt:
-        @staticmethod
-        def sqrt(x):
-            return 1.0
-
-    monkeypatch.setattr(multi_head_attention, "math", NoSqrt)
+def test_negative_control_model_with_missing_sqrt_d(missing_sqrt_d):
     report = model_report(NEG, "float64")
     assert not report.ok
     assert report.first_failure.name == "trf_blocks.0 output"  # the first diverging tensor is named
