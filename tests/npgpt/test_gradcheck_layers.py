@@ -123,46 +123,27 @@ def _block_params(cfg, seed):
     return {k: v for k, v in randomized_params(cfg, seed).items() if k.startswith("trf_blocks.0.")}
 
 
+@pytest.mark.parametrize("drop", [0.0, 0.25])  # 0.25: dropout on the weights with a fixed mask
 @pytest.mark.parametrize("T", [1, 5])
 @pytest.mark.parametrize("qkv_bias", [True, False])
-def test_multi_head_attention(small_cfg, T, qkv_bias):
+def test_multi_head_attention(small_cfg, T, qkv_bias, drop):
     cfg = small_cfg.replace(qkv_bias=qkv_bias)
     rng = np.random.default_rng(6)
     prefix = "trf_blocks.0.att."
     params = {k: v for k, v in _block_params(cfg, 6).items() if k.startswith(prefix)}
     inputs = {"x": rand(rng, 2, T, cfg.emb_dim), **params}
+    mask = rng.random((2, cfg.n_heads, T, T)) > drop if drop else None
 
     def fwd(**p):
-        return multi_head_attention.forward(p["x"], p, prefix, cfg.n_heads)[0]
+        return multi_head_attention.forward(p["x"], p, prefix, cfg.n_heads, drop, train=drop > 0, mask=mask)[0]
 
-    _, cache = multi_head_attention.forward(inputs["x"], inputs, prefix, cfg.n_heads)
+    _, cache = multi_head_attention.forward(inputs["x"], inputs, prefix, cfg.n_heads, drop, train=drop > 0, mask=mask)
 
     def backward(dout):
         dx, grads = multi_head_attention.backward(dout, cache, prefix)
         return {"x": dx, **grads}
 
     err, errors = _check(fwd, backward, inputs, (2, T, cfg.emb_dim))
-    assert err < COMPONENT_TOL, errors
-
-
-def test_attention_dropout_with_fixed_mask(small_cfg):
-    rng = np.random.default_rng(7)
-    prefix = "trf_blocks.0.att."
-    params = {k: v for k, v in _block_params(small_cfg, 7).items() if k.startswith(prefix)}
-    T = 4
-    mask = rng.random((2, small_cfg.n_heads, T, T)) > 0.25
-    inputs = {"x": rand(rng, 2, T, small_cfg.emb_dim), **params}
-
-    def fwd(**p):
-        return multi_head_attention.forward(p["x"], p, prefix, small_cfg.n_heads, 0.25, train=True, mask=mask)[0]
-
-    _, cache = multi_head_attention.forward(inputs["x"], inputs, prefix, small_cfg.n_heads, 0.25, train=True, mask=mask)
-
-    def backward(dout):
-        dx, grads = multi_head_attention.backward(dout, cache, prefix)
-        return {"x": dx, **grads}
-
-    err, errors = _check(fwd, backward, inputs, (2, T, small_cfg.emb_dim))
     assert err < COMPONENT_TOL, errors
 
 
