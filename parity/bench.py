@@ -8,6 +8,8 @@ matmul FLOP/s, memory bandwidth), then forward, train step (forward + backward +
 generation with and without KV cache. Warm-up, then the median of repeats; CUDA timings are
 synchronised. FLOPs per token are counted on paper: 6 * N_matmul + 12 * L * C * T for a train
 step, a third of that for a forward (N_matmul = 12 L C^2 + V C, the weights used in matmuls).
+MFU is those FLOPs per second over the matmul ceiling measured in the same run at the row's
+precision (float32, tf32 or bf16), never a datasheet peak.
 Results: benchmarks/results/<machine>.json, .md and .png.
 """
 
@@ -39,7 +41,16 @@ PLAN_CPU = [
     ("355M", "gpt2-medium", 2, 128, 2),
     ("355M", "gpt2-medium", 2, 256, 2),
 ]
-PLAN_GPU = [(n, p, 8, t, 10) for n, p, _, t, _ in PLAN_CPU] + [("355M", "gpt2-medium", 8, 1024, 10)]
+# GPU: (name, preset, B, T, repeats, modes); torch.compile only at T = 1024 (each shape is a new
+# compile of about a minute), 355M at B=8 so the fp32 eager path's (B, H, T, T) caches fit
+GPU_EAGER, GPU_ALL = ("fp32", "tf32", "bf16"), ("fp32", "tf32", "bf16", "compiled")
+PLAN_GPU = [
+    ("124M", "gpt2-small", 16, 256, 10, GPU_EAGER),
+    ("124M", "gpt2-small", 16, 1024, 10, GPU_ALL),
+    ("355M", "gpt2-medium", 8, 256, 10, GPU_EAGER),
+    ("355M", "gpt2-medium", 8, 1024, 10, GPU_ALL),
+]
+PLAN_GPU_QUICK = [("tiny", "tiny", 8, 128, 5, GPU_ALL), ("tiny", "tiny", 8, 256, 5, GPU_ALL)]
 GEN = [("tiny", "tiny", 200), ("124M", "gpt2-small", 50)]  # new tokens from a 4-token prompt
 
 
@@ -149,37 +160,58 @@ def _torch_ceiling(device: str, sync: Callable[[], None]) -> dict[str, float]:
     return ceiling
 
 
-def _torch_row(mode: str, device: str, name: str, preset: str, B: int, T: int, repeats: int, ceiling: dict) -> dict:
-    """fp32: the book's eager model; tf32: + TF32 matmuls; bf16: + bf16 autocast, SDPA, fused
-    AdamW; compiled: bf16 + torch.compile."""
+def torch_step(mode: str, device: str, preset: str, B: int, T: int):
+    """(cfg, model, forward, step) for one mode. fp32: the book's eager model; tf32: + TF32
+    matmuls; bf16: + bf16 autocast, SDPA, fused AdamW; compiled: bf16 + torch.compile of the
+    forward and the loss together (the logits' float32 cast and cross-entropy fuse with it
+    instead of making extra passes over B*T*V); compiled-model: bf16 + torch.compile of the
+    model alone, the loss eager (what ``compile_model`` did before)."""
     import torch
 
     from torchgpt import GPTModel, set_attention
 
     cuda = device == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    torch.backends.cuda.matmul.allow_tf32 = mode in ("tf32", "bf16", "compiled")
+    torch.backends.cuda.matmul.allow_tf32 = mode != "fp32"
     cfg = GPTConfig.preset(preset, context_length=max(T, 1024 if preset != "tiny" else T), drop_rate=0.1)
     model = GPTModel(cfg).to(device)
-    fast = mode in ("bf16", "compiled")
+    fast = mode in ("bf16", "compiled", "compiled-model")
     if fast:
         set_attention(model, "sdpa")
     opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=True if fast and cuda else None)
-    run = torch.compile(model) if mode == "compiled" else model
     ids = torch.randint(0, cfg.vocab_size, (B, T), device=device)
-    warmup = 3 if mode == "compiled" else 1
+    if mode.startswith("compiled"):
+        torch._dynamo.reset()
+    run = torch.compile(model, dynamic=False) if mode == "compiled-model" else model
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=fast):
+            return run(x)
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits_of(x).flatten(0, 1).float(), x.flatten())
+
+    if mode == "compiled":
+        logits_of, loss_of = torch.compile(logits_of, dynamic=False), torch.compile(loss_of, dynamic=False)
 
     def forward() -> None:
-        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=fast):
-            run(ids)
+        with torch.no_grad():
+            logits_of(ids)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=fast):
-            logits = run(ids)
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten()).backward()
+        loss_of(ids).backward()
         opt.step()
 
+    return cfg, model, forward, step
+
+
+def _torch_row(mode: str, device: str, name: str, preset: str, B: int, T: int, repeats: int, ceiling: dict) -> dict:
+    import torch
+
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg, model, forward, step = torch_step(mode, device, preset, B, T)
+    warmup = 3 if mode.startswith("compiled") else 1
     model.eval()
     fwd = median_time(forward, repeats, warmup, sync)
     model.train()
@@ -188,7 +220,7 @@ def _torch_row(mode: str, device: str, name: str, preset: str, B: int, T: int, r
     reset_peak_rss()
     train = median_time(step, repeats, warmup, sync)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_rss()
-    key = "bf16_matmul_flops" if fast else ("tf32_matmul_flops" if mode == "tf32" else "float32_matmul_flops")
+    key = {"fp32": "float32_matmul_flops", "tf32": "tf32_matmul_flops"}.get(mode, "bf16_matmul_flops")
     return _row(f"torch-{device}", mode, name, cfg, B, T, fwd, train, peak, ceiling[key])
 
 
@@ -206,15 +238,16 @@ def _torch_gen(device: str, name: str, preset: str, n_new: int) -> dict:
     return _gen_row(f"torch-{device}", name, n_new, times)
 
 
-def torch_worker(plan, gen, device: str, modes: list[str]) -> dict:
+def torch_worker(plan, gen, device: str) -> dict:
+    """``plan`` rows: (name, preset, B, T, repeats, modes)."""
     import torch
 
     torch.manual_seed(0)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     ceiling = _torch_ceiling(device, sync)
     rows = []
-    for mode in modes:
-        for name, preset, B, T, repeats in plan:
+    for name, preset, B, T, repeats, modes in plan:
+        for mode in modes:
             rows.append(_torch_row(mode, device, name, preset, B, T, repeats, ceiling))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             if device == "cuda":
@@ -359,7 +392,7 @@ def to_markdown(results: dict) -> str:
         lines.append(f"- **{impl}** ceiling: {ceil}")
     lines += [
         "",
-        "| impl | mode | model | B×T | fwd tok/s | fwd % peak | train step s | train tok/s | train % peak | peak mem GB"
+        "| impl | mode | model | B×T | fwd tok/s | fwd % peak | train step s | train tok/s | train MFU | peak mem GB"
         " | peak / on paper | numpy/torch-cpu step |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -436,14 +469,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     if args.worker:
-        plan = [p for p in (PLAN_GPU if args.worker == "torch-cuda" else PLAN_CPU) if not quick or p[0] == "tiny"]
         gen = [g for g in GEN if not quick or g[0] == "tiny"]
+        if args.worker == "torch-cuda":
+            plan = PLAN_GPU_QUICK if quick else PLAN_GPU
+        else:
+            plan = [p for p in PLAN_CPU if not quick or p[0] == "tiny"]
         if args.worker == "numpy-cpu":
             out = numpy_worker(plan, gen)
         else:
-            device = args.worker.removeprefix("torch-")
-            modes = ["fp32", "tf32", "bf16", "compiled"] if device == "cuda" else ["fp32"]
-            out = torch_worker(plan, gen, device, modes)
+            if args.worker == "torch-cpu":
+                plan = [(*p, ("fp32",)) for p in plan]
+            out = torch_worker(plan, gen, args.worker.removeprefix("torch-"))
         print(json.dumps(out))
         return 0
     run_all(Path(args.out), quick, args.impl.split(","))

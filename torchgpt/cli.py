@@ -106,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in model.parameters())
         say(
             f"{cfg.n_layers} layers, {n:,} parameters ({args.dtype}, torch on {device}"
-            f"{f', {info.world_size} processes' if info.enabled else ''}); "
+            f"{f', DDP over {info.world_size} process(es), {info.backend}' if info.enabled else ''}); "
             f"{len(train_loader)} train / {len(val_loader)} val batches of "
             f"{args.batch_size}x{cfg.context_length} tokens"
         )

@@ -20,6 +20,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # by torchrun: the DDP path runs, with one process too
 
     @property
     def is_main(self) -> bool:
@@ -27,7 +28,11 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched
+
+    @property
+    def backend(self) -> str | None:
+        return dist.get_backend() if dist.is_initialized() else None
 
 
 def launched_by_torchrun() -> bool:
@@ -38,7 +43,7 @@ def setup(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun; a single process otherwise."""
     if not launched_by_torchrun():
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]), True)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

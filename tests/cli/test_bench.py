@@ -19,7 +19,8 @@ def test_quick_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert set(res["workers"]) >= {"numpy-cpu", "torch-cpu"}
     for impl, worker in res["workers"].items():
         assert worker["ceiling"]["float32_matmul_flops"] > 0 and worker["ceiling"]["memory_bytes_per_s"] > 0
-        assert len(worker["rows"]) == 2 and len(worker["generation"]) == 1, impl
+        modes = 4 if impl == "torch-cuda" else 1  # fp32, tf32, bf16, compiled on a GPU
+        assert len(worker["rows"]) == 2 * modes and len(worker["generation"]) == 1, impl
         for row in worker["rows"]:
             assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("forward_s", "train_s", "train_frac")), row
     numpy_rows = res["workers"]["numpy-cpu"]["rows"]

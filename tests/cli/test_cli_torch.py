@@ -82,7 +82,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert "2 processes" in ddp.stdout
+    assert "DDP over 2 process(es), gloo" in ddp.stdout
     assert ddp.stdout.count("Ep 1 (Step 000000)") == 1  # only rank 0 logs
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pth", "history.json", "losses.png"]
     one, two = (load_checkpoint(tmp_path / d / "checkpoint.pth") for d in ("one", "two"))
