@@ -23,40 +23,32 @@ from parity.engine import random_params
 from parity.precision import METRICS, MULTIPLE, VARIANTS, Variant, measure, to_markdown
 
 
-def write(args: argparse.Namespace, cfg: GPTConfig, variants: list, per_seed: list) -> tuple[Path, str]:
-    import torch
-
-    # the spread over seeds: the largest ratio of each variant, the number MULTIPLE is held against
-    worst = {}
-    for v in variants:
-        rows = [r for s in per_seed for r in s["rows"] if r["variant"] == v.name]
-        worst[v.name] = {m: max(r["ratio"][m] for r in rows) for m in METRICS}
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device.startswith("cuda") else "cpu"
-    result = {
-        "device": gpu,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "config": cfg.to_dict(),
-        "batch": [args.batch_size, args.seq_len],
-        "multiple": MULTIPLE,
-        "seeds": per_seed,
-        "max_ratio_over_seeds": worst,
+def write(result: dict, out_dir: str) -> tuple[Path, str]:
+    """Write ``result`` (device, torch, date, config, batch, seeds) as JSON and Markdown, with the
+    largest ratio of each variant over the seeds: the spread MULTIPLE is held against."""
+    names = list(dict.fromkeys(r["variant"] for s in result["seeds"] for r in s["rows"]))
+    worst = {
+        name: {
+            m: max(r["ratio"][m] for s in result["seeds"] for r in s["rows"] if r["variant"] == name) for m in METRICS
+        }
+        for name in names
     }
-    slug = "gpu-" + gpu.replace(" ", "-") if gpu != "cpu" else "cpu"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{slug}-precision"
+    result = {**result, "multiple": MULTIPLE, "max_ratio_over_seeds": worst}
+    gpu = result["device"]
+    stem = Path(out_dir) / (("gpu-" + gpu.replace(" ", "-") if gpu != "cpu" else "cpu") + "-precision")
+    stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    B, T = result["batch"]
     md = [
-        f"# Fast paths against the float64 NumPy reference — {gpu}, torch {torch.__version__} ({result['date']})",
+        f"# Fast paths against the float64 NumPy reference — {gpu}, torch {result['torch']} ({result['date']})",
         "",
-        f"{args.config}, random weights, B={args.batch_size}, T={args.seq_len}, eval mode; errors are "
-        "||x − x_f64|| / ||x_f64||. A variant passes when each error is at most "
+        f"GPT-2 {result['config']['emb_dim']}-wide, {result['config']['n_layers']} layers, random weights, B={B}, "
+        f"T={T}, eval mode; errors are ||x − x_f64|| / ||x_f64||. A variant passes when each error is at most "
         f"{MULTIPLE:g}× the book eager path's at the same precision, for the logits, the gradients (as one "
-        "vector) and the worst gradient tensor; the loss is reported, not judged.",
+        "vector) and the worst gradient tensor; the loss is reported, not judged (parity/precision.py).",
         "",
     ]
-    for s in per_seed:
+    for s in result["seeds"]:
         md += [f"## seed {s['seed']}", "", to_markdown(s["rows"])]
     md += ["## largest ratio to the book path over the seeds (logits / loss / grads / worst tensor)", ""]
     md += [f"- {name}: " + " / ".join(f"{w[m]:.2f}" for m in METRICS) for name, w in worst.items()]
@@ -73,12 +65,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine the seeds of earlier runs' files, run nothing")
     args = p.parse_args(argv)
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        stem, md = write({**runs[0], "seeds": [s for r in runs for s in r["seeds"]]}, args.out)
+        print(md)
+        return 0
+
+    import torch
 
     cfg = GPTConfig.preset(args.config, qkv_bias=True, drop_rate=0.0)
     cfg = dataclasses.replace(cfg, context_length=max(cfg.context_length, args.seq_len))
     variants = [v for v in VARIANTS if not (args.no_compile and v.compiled)]
-    per_seed = []
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device.startswith("cuda") else "cpu"
+    result = {
+        "device": gpu,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "config": cfg.to_dict(),
+        "batch": [args.batch_size, args.seq_len],
+        "seeds": [],
+    }
+    per_seed = result["seeds"]
     for seed in args.seeds:
         t0 = time.perf_counter()
         params = random_params(cfg, seed)
@@ -89,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(cfg, params, ids, targets, args.device, variants)
         per_seed.append({"seed": seed, "rows": rows})
         print(f"seed {seed}: {time.perf_counter() - t0:.1f} s\n{to_markdown(rows)}", file=sys.stderr, flush=True)
-        write(args, cfg, variants, per_seed)  # after every seed: a run cut short keeps what it measured
+        write(result, args.out)  # after every seed: a run cut short keeps what it measured
 
-    stem, md = write(args, cfg, variants, per_seed)
+    stem, md = write(result, args.out)
     print(md)
     print(f"wrote {stem}.json, .md")
     ok = all(r["ok"] for s in per_seed for r in s["rows"] if r["variant"] != Variant(r["precision"]).name)

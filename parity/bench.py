@@ -422,7 +422,8 @@ def to_markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Train step time vs T (124M) and vs model size (T=256), numpy vs torch: where T^2 bites."""
+    """Train step time vs T (124M) and vs model size (T=256), numpy vs torch: where T^2 bites.
+    A GPU run instead gets train tokens/s per mode at T=1024, labelled with MFU."""
     try:
         import matplotlib
 
@@ -430,6 +431,9 @@ def plot(results: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
+        return
+    if "torch-cuda" in results["workers"] and len(results["workers"]) == 1:
+        _plot_gpu(results, path, plt)
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for impl, w in results["workers"].items():
@@ -453,6 +457,30 @@ def plot(results: dict, path: Path) -> None:
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=7)
     fig.suptitle(f"{results['machine']['cpu']} ({results['machine']['cores']} cores)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_gpu(results: dict, path: Path, plt) -> None:
+    rows = [r for r in results["workers"]["torch-cuda"]["rows"] if r["T"] == 1024]
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    sizes = list(dict.fromkeys(r["config"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / len(sizes)
+    for j, size in enumerate(sizes):
+        for i, mode in enumerate(modes):
+            r = next((r for r in rows if r["mode"] == mode and r["config"] == size), None)
+            if r is None:
+                continue
+            x = i + (j - (len(sizes) - 1) / 2) * width
+            ax.bar(x, r["train_tok_s"] / 1e3, width, color=f"C{j}", label=size if i == 0 else None)
+            ax.annotate(f"{100 * r['train_frac']:.0f}%", (x, r["train_tok_s"] / 1e3), ha="center", va="bottom",
+                        fontsize=7)  # fmt: skip
+    ax.set_xticks(range(len(modes)), modes)
+    ax.set(ylabel="train tokens/s (thousands)", title="GPT-2 train step at T=1024 (label: MFU vs measured ceiling)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{results['machine']['gpu']}, torch {results['machine'].get('torch', '')}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
