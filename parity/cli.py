@@ -97,6 +97,7 @@ def _add_weights_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("src")
     c.add_argument("dst")
     c.add_argument("--format", choices=["openai", "safetensors", "npz", "pth"], default=None, help="default: from DST")
+    c.add_argument("--force", action="store_true", help="replace an existing DST file (never a directory)")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -121,10 +122,16 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from parity.weights import load_weights, save_weights
+    from pathlib import Path
 
+    from parity.weights import check_destination, load_weights, save_weights
+
+    src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
+    if src == dst or dst in src.parents:
+        raise NpgptError(f"DST {args.dst} is SRC or contains it; write the converted weights somewhere else")
+    check_destination(dst, args.force)  # before the (possibly slow) load
     cfg, params = load_weights(args.src)
-    out = save_weights(args.dst, cfg, params, args.format)
+    out = save_weights(args.dst, cfg, params, args.format, overwrite=args.force)
     n = sum(v.size for v in params.values())
     print(f"{args.src} -> {out}: {len(params)} tensors, {n:,} numbers ({cfg.n_layers} layers, emb {cfg.emb_dim})")
     return 0

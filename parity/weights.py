@@ -68,14 +68,27 @@ def load_weights(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     return cfg, params
 
 
-def save_weights(path: str | Path, cfg: GPTConfig, params: dict[str, np.ndarray], format: str | None = None) -> Path:
-    """Write (cfg, params) as ``format`` (default: from the path: a directory name without a
-    suffix means openai). Returns the path written."""
+def save_weights(
+    path: str | Path,
+    cfg: GPTConfig,
+    params: dict[str, np.ndarray],
+    format: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write (cfg, params) as ``format`` (default: from the path: a name without a suffix means
+    an OpenAI directory). Returns the path written.
+
+    Nothing that exists is touched unless ``overwrite``: then an existing *file* is replaced by
+    an atomic rename of a finished temp sibling. An existing directory is never replaced (it may
+    hold files this function did not write)."""
     path = Path(path)
     check_params(params, cfg)
+    check_destination(path, overwrite)
     fmt = format or ("openai" if path.suffix == "" else detect_format(path))
     if fmt not in FORMATS:
         raise NpgptError(f"unknown weights format {fmt!r}; choose one of {FORMATS}")
+    if fmt == "openai" and path.exists():
+        raise NpgptError(f"{path} exists and is not a directory; an OpenAI checkpoint needs a new directory name")
     if fmt == "openai":
         _save_openai(path, cfg, params)
     elif fmt == "safetensors":
@@ -85,6 +98,15 @@ def save_weights(path: str | Path, cfg: GPTConfig, params: dict[str, np.ndarray]
     else:
         _save_pth(path, cfg, params)
     return path
+
+
+def check_destination(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse a destination that exists (a file, unless ``overwrite``; a directory, always)."""
+    path = Path(path)
+    if path.is_dir():
+        raise NpgptError(f"{path} is an existing directory; name a new directory or a .safetensors/.npz/.pth file")
+    if path.exists() and not overwrite:
+        raise NpgptError(f"{path} exists; pass --force to replace it, or choose another destination")
 
 
 # --- OpenAI TensorFlow checkpoint -------------------------------------------------------------
@@ -150,22 +172,10 @@ def _save_openai(model_dir: Path, cfg: GPTConfig, params: dict[str, np.ndarray])
             "n_layer": cfg.n_layers,
         }
         (tmp / "hparams.json").write_text(json.dumps(hparams, indent=2))
-        _replace_dir(tmp, model_dir)
+        os.rename(tmp, model_dir)  # a finished directory moves into place; an existing one is never replaced
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temp directory, nothing else
         raise
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, then removed."""
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 # --- Hugging Face safetensors -----------------------------------------------------------------
