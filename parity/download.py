@@ -3,8 +3,12 @@
 Each file streams to ``<name>.part`` with a progress bar, resumes with an HTTP Range request
 after a dropped connection (also on the next run), is checked against its expected size (and
 sha256 where the hash is published), fsynced, and renamed into place: a file under its final
-name is always complete. The sha256 of every file is recorded in ``SHA256SUMS`` beside them; a
-later run verifies existing files against it and fetches again any that changed.
+name is always complete. The sha256 of every file is recorded in ``SHA256SUMS`` beside them.
+
+A file already in the folder (a finished earlier run, or copied in by hand) is verified against
+what is known of it (published size and sha256, else the manifest) and kept when it passes; one
+that fails stays in place until its replacement has fully arrived and verified, and is then
+moved aside to ``<name>.bad``. Nothing is ever deleted but our own unfinished ``.part`` files.
 """
 
 from __future__ import annotations
@@ -187,17 +191,45 @@ def download(
         dest = folder / name
         expected = EXPECTED_BYTES.get((model_size, name), EXPECTED_BYTES.get(("*", name)))
         if dest.exists():
-            digest = sha256_file(dest)
-            if sums.get(name) == digest and EXPECTED_SHA256.get(name, digest) == digest:
+            problem = _problem(dest, expected, EXPECTED_SHA256.get(name) or sums.get(name))
+            if problem is None:
                 print(f"{name:<32} verified", file=sys.stderr)
+                sums[name] = sums.get(name) or sha256_file(dest)
+                _write_manifest(folder, sums)
                 continue
-            print(f"{name:<32} does not match {MANIFEST}: fetching it again", file=sys.stderr)
-            dest.unlink()
-        fetch(url, dest, expected, retries)
-        digest = sha256_file(dest)
+            print(f"{name:<32} {problem}: fetching a replacement (kept until it arrives)", file=sys.stderr)
+        new = dest.with_name(dest.name + ".new") if dest.exists() else dest
+        fetch(url, new, expected, retries)
+        digest = sha256_file(new)
         if name in EXPECTED_SHA256 and digest != EXPECTED_SHA256[name]:
-            dest.unlink()
-            raise NpgptError(f"{name} from {url} has the wrong sha256 (corrupted); removed it, run the command again")
+            bad = _move_aside(new)
+            raise NpgptError(
+                f"{name} from {url} has the wrong sha256 (corrupted); kept it as {bad.name}, run the command again"
+            )
+        if new != dest:
+            print(f"{name:<32} replaced; the old file is {_move_aside(dest).name}", file=sys.stderr)
+            os.replace(new, dest)
         sums[name] = digest
         _write_manifest(folder, sums)
     return folder
+
+
+def _problem(path: Path, size: int | None, sha256: str | None) -> str | None:
+    """Why ``path`` fails what is known of it (size, then sha256), or None when it passes or
+    nothing is known (a hand-copied file is trusted; its hash goes into the manifest)."""
+    got = path.stat().st_size
+    if size is not None and got != size:
+        return f"is {got:,} bytes, expected {size:,}"
+    if sha256 is not None and sha256_file(path) != sha256:
+        return f"does not match {MANIFEST}"
+    return None
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.bad`` (``.bad.1``, ... if taken); never delete it."""
+    target, n = path.with_name(path.name + ".bad"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.bad.{n}")
+    os.replace(path, target)
+    return target

@@ -161,3 +161,31 @@ def test_hf_source_and_bad_size(tmp_path):
     finally:
         srv.close()
     assert folder == Path(tmp_path) / "hf-124M" and (folder / "model.safetensors").stat().st_size == 3000
+
+
+def test_files_copied_in_by_hand_are_verified_and_kept_offline(tmp_path, files, capsys):
+    """The trial: files copied in as the offline message says were deleted with the server down."""
+    folder = tmp_path / "124M"
+    folder.mkdir()
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    assert dl.download("124M", tmp_path, base_url="http://127.0.0.1:9/gpt-2/models") == folder
+    assert all((folder / n).read_bytes() == b for n, b in files.items())
+    assert capsys.readouterr().err.count("verified") == len(files)
+    assert dl._read_manifest(folder).keys() == files.keys()
+
+
+def test_a_failing_file_stays_until_its_replacement_arrives(tmp_path, server, files):
+    """The trial: a weights file of the wrong size was deleted, then the server answered 404."""
+    data = "model.ckpt.data-00000-of-00001"
+    folder = tmp_path / "124M"
+    folder.mkdir()
+    (folder / data).write_bytes(b"mine" * 1000)
+    body = server.files.pop(data)
+    with pytest.raises(NpgptError, match="HTTP 404"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    assert (folder / data).read_bytes() == b"mine" * 1000
+    server.files[data] = body
+    dl.download("124M", tmp_path, base_url=server.url)
+    assert (folder / data).read_bytes() == body
+    assert (folder / (data + ".bad")).read_bytes() == b"mine" * 1000  # moved aside, never deleted
