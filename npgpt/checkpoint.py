@@ -8,8 +8,12 @@ a UTF-8 JSON document stored as uint8 (config, step counters, histories, RNG sta
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,10 +28,24 @@ from npgpt.params import check_params
 FORMAT = "npgpt-checkpoint-v1"
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete temp files that an earlier, killed ``atomic_write`` of ``path`` left behind: only
+    names of our own making (``<name>.<8 characters>.tmp``, what mkstemp gives us), nothing else."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.[A-Za-z0-9_]{8}\.tmp")
+    stale = [p for p in path.parent.glob(f"{glob.escape(path.name)}.*.tmp") if pattern.fullmatch(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+        print(f"npgpt: removed {p}, left by an interrupted save", file=sys.stderr)
+    return stale
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename over ``path``."""
+    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename over ``path``.
+    Temporaries of earlier saves that were killed mid-write are removed first (and said so)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -45,6 +63,25 @@ def atomic_write(path: str | Path, write: Any) -> None:
         os.close(dir_fd)
 
 
+def check_output_dir(out: str | Path, need_bytes: int) -> None:
+    """Before the first step: ``out`` can be created and written, and has room for a checkpoint of
+    ``need_bytes`` (twice that while the new one is written beside the old)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".npgpt-write-test.")
+        os.close(fd)
+        os.unlink(probe)  # our own probe file
+    except OSError as exc:
+        raise NpgptError(f"--out {out}: cannot write there ({exc.strerror}); choose another directory") from None
+    free = shutil.disk_usage(out).free
+    if free < 2 * need_bytes:
+        raise NpgptError(
+            f"--out {out}: {free / 1e9:.2f} GB free, a checkpoint needs {need_bytes / 1e9:.2f} GB "
+            f"(twice that while it is replaced); free space or choose another directory"
+        )
+
+
 def save_checkpoint(
     path: str | Path,
     cfg: GPTConfig,
@@ -52,8 +89,12 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write params (+ AdamW ``state_dict()``) + JSON-serialisable ``meta`` to ``path`` atomically."""
+    """Write params (+ AdamW ``state_dict()``) + JSON-serialisable ``meta`` to ``path`` atomically.
+    Non-finite weights are refused: a checkpoint is always something worth resuming."""
     check_params(params, cfg)
+    bad = [k for k, v in params.items() if not np.isfinite(v).all()]
+    if bad:
+        raise NpgptError(f"refusing to save non-finite weights ({len(bad)} tensors, first {bad[0]}) to {path}")
     arrays = {f"params/{k}": v for k, v in params.items()}
     info: dict[str, Any] = {"format": FORMAT, "config": cfg.to_dict(), **(meta or {})}
     if optimizer_state is not None:

@@ -9,8 +9,11 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from npgpt.checkpoint import load_checkpoint
+from npgpt.checkpoint import check_output_dir, load_checkpoint
 from npgpt.config import GPTConfig
 from npgpt.data import create_dataloader_v1, train_val_split
 from npgpt.errors import NpgptError
@@ -28,6 +31,7 @@ from npgpt.optim import AdamW
 from npgpt.plot import plot_losses
 from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
 from npgpt.train import TrainState, load_training, train_model
+from npgpt.validate import check_values
 
 CHECKPOINT = "checkpoint.npz"
 Runner = Callable[[argparse.Namespace], int]
@@ -98,6 +102,7 @@ def build_parser(
     Returns the parser and its subparsers so a higher layer can add commands.
     """
     parser = argparse.ArgumentParser(prog="npgpt", description="GPT-2 in NumPy and PyTorch: train, generate, check.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop")
     _add_train_args(
@@ -122,24 +127,41 @@ def build_parser(
     return parser, sub
 
 
+class StopRequest:
+    """Set by SIGINT (Ctrl-C) or SIGTERM (schedulers, ``timeout``) while training: the trainer
+    saves after the current step and stops; the command then exits with 128 + the signal number
+    (130, 143), as a shell expects of an interrupted program."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signum is None else 128 + self.signum
+
+
 @contextlib.contextmanager
-def stop_on_ctrl_c() -> Iterator[Callable[[], bool]]:
-    """While training: the first Ctrl-C asks for a stop after the current step (the trainer then
-    saves its checkpoint); a second one aborts at once."""
-    requested = False
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While training: the first SIGINT or SIGTERM asks for a stop after the current step; a
+    second one aborts at once."""
+    stop = StopRequest()
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        nonlocal requested
-        if requested:
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.signum is not None:
             raise KeyboardInterrupt
-        requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        stop.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step and saving a checkpoint (send it again to abort)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: requested
+        yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def text_sha256(text: str) -> str:
@@ -147,6 +169,7 @@ def text_sha256(text: str) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    check_values(vars(args))
     out = Path(args.out)
     ckpt = out / CHECKPOINT
     text = read_text(args.text) if args.text else embedded_text()
@@ -166,6 +189,7 @@ def run_train(args: argparse.Namespace) -> int:
         optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
         state = TrainState()
     cfg = model.cfg
+    check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
     train_text, val_text = train_val_split(text)
     T = cfg.context_length
     train_loader = create_dataloader_v1(
@@ -183,7 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"{cfg.n_layers} layers, {model.num_params():,} parameters ({model.dtype}); "
         f"{len(train_loader)} train / {len(val_loader)} val batches of {args.batch_size}x{T} tokens"
     )
-    with stop_on_ctrl_c() as should_stop:
+    with stop_on_signals() as should_stop:
         state = train_model(
             model,
             train_loader,
@@ -214,7 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
         "lrs": state.track_lrs,
     }
     finish_run(args, history, len(train_loader), state.global_step + 1, ckpt)
-    return 0
+    return should_stop.exit_code
 
 
 def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, steps_done: int, ckpt: Path) -> None:
@@ -235,8 +259,18 @@ def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, st
         print(f"continue with: npgpt {args.command}{impl} --out {out} --resume{text}")
 
 
+def check_generate_args(args: argparse.Namespace) -> None:
+    check_values(vars(args))
+    if not args.prompt:
+        raise NpgptError("--prompt is empty; give at least one token of text to continue")
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    check_generate_args(args)
     cfg, params, _, _ = load_checkpoint(args.checkpoint)
+    bad = sum(int(np.count_nonzero(~np.isfinite(v))) for v in params.values())
+    if bad:
+        raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
     model = GPTModel(cfg, params=params).eval()
     tokenizer = get_tokenizer()
     ids = text_to_token_ids(args.prompt, tokenizer)
@@ -277,8 +311,16 @@ def run_demo(
     return (generate or run_generate)(gen_args)
 
 
+def add_debug_flag(sub: argparse._SubParsersAction) -> None:
+    """``--debug`` after any subcommand too (``npgpt check --debug``), not only before it."""
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print internal tracebacks")
+
+
 def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
-    """Run one subcommand; an NpgptError becomes one line on stderr and exit status 2."""
+    """Run one subcommand with the exit codes of docs/conventions.md: an NpgptError (bad input)
+    is one line and 2; any other exception is an internal error, one line naming where its
+    traceback was written (printed instead with --debug) and 3."""
     if args.command == "demo" and args.out == "runs/npgpt":
         args.out = "runs/demo"
     try:
@@ -286,11 +328,29 @@ def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
     except NpgptError as exc:
         print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+            where = "above"
+        else:
+            fd, log = tempfile.mkstemp(prefix="npgpt-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as f:
+                traceback.print_exc(file=f)
+            where = f"in {log} (or rerun with --debug)"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(
+            f"npgpt {args.command}: internal error: {type(exc).__name__}: {first}; traceback {where}. "
+            "This is a bug in npgpt: please report it with that traceback",
+            file=sys.stderr,
+        )
+        return 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """NumPy only (``python -m npgpt.cli``); the installed ``npgpt`` command is parity.cli."""
-    args = build_parser()[0].parse_args(argv)
+    parser, sub = build_parser()
+    add_debug_flag(sub)
+    args = parser.parse_args(argv)
     return run_command(args, {"train": run_train, "generate": run_generate, "demo": run_demo})
 
 

@@ -20,7 +20,7 @@ import tiktoken
 
 from npgpt.checkpoint import load_checkpoint, save_checkpoint
 from npgpt.data import DataLoader
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, diverged
 from npgpt.generate import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW, clip_grad_norm
@@ -146,66 +146,83 @@ def train_model(
     if state.rng_state is not None:
         model.rng.bit_generator.state = state.rng_state
     steps_this_call = 0
+    # steps done (1-based) by the checkpoint on disk, for an honest message if the run diverges
+    on_disk = checkpoint_path is not None and Path(checkpoint_path).exists()
+    kept_step = state.global_step + 1 if on_disk else None
+
+    def stop(what: str, value: float) -> NpgptError:
+        where = str(checkpoint_path) if checkpoint_path else None
+        return diverged(what, value, state.global_step + 1, where, kept_step)
 
     def save() -> None:
+        nonlocal kept_step
         if checkpoint_path is not None:
+            if not all(np.isfinite(p).all() for p in model.params.values()):
+                raise stop("a weight", math.nan)  # never written over the last good checkpoint
             state.rng_state = model.rng.bit_generator.state
             info = {**(meta or {}), "train_state": dataclasses.asdict(state)}
             save_checkpoint(checkpoint_path, model.cfg, model.params, optimizer.state_dict(), info)
+            kept_step = state.global_step + 1
 
     model.train()
     train_seconds, train_tokens = 0.0, 0  # throughput of the optimizer steps alone, not evaluation
-    while state.epoch < n_epochs:
-        for i, (input_batch, target_batch) in enumerate(train_loader.batches(state.epoch)):
-            if i < state.batch:
-                continue  # resuming mid-epoch: these batches were already trained on
-            t0 = time.perf_counter()
-            state.global_step += 1
-            if schedule == "cosine":
-                lr = lr_at(
-                    state.global_step,
-                    peak_lr=peak_lr,
-                    total_steps=total_steps,
-                    warmup_steps=warmup_steps,
-                    initial_lr=initial_lr,
-                    min_lr=min_lr,
-                )
-            else:
-                lr = peak_lr
-            optimizer.lr = lr
-            state.track_lrs.append(lr)
-            loss, grads = model.loss_and_grads(input_batch, target_batch)
-            if not math.isfinite(loss):
-                raise NpgptError(
-                    f"loss became {loss} at step {state.global_step}; lower the learning rate or enable "
-                    "gradient clipping (the last checkpoint is unchanged)"
-                )
-            if grad_clip is not None and state.global_step >= warmup_steps:
-                clip_grad_norm(grads, grad_clip)
-            optimizer.step(grads)
-            train_seconds += time.perf_counter() - t0
-            train_tokens += input_batch.size
-            state.tokens_seen += input_batch.size
-            state.batch = i + 1
-            steps_this_call += 1
+    # overflow in a diverging run is caught below as a non-finite loss or gradient norm and
+    # reported in one line; NumPy's own warnings would only repeat it, many times over
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while state.epoch < n_epochs:
+            for i, (input_batch, target_batch) in enumerate(train_loader.batches(state.epoch)):
+                if i < state.batch:
+                    continue  # resuming mid-epoch: these batches were already trained on
+                t0 = time.perf_counter()
+                state.global_step += 1
+                if schedule == "cosine":
+                    lr = lr_at(
+                        state.global_step,
+                        peak_lr=peak_lr,
+                        total_steps=total_steps,
+                        warmup_steps=warmup_steps,
+                        initial_lr=initial_lr,
+                        min_lr=min_lr,
+                    )
+                else:
+                    lr = peak_lr
+                optimizer.lr = lr
+                state.track_lrs.append(lr)
+                loss, grads = model.loss_and_grads(input_batch, target_batch)
+                if not math.isfinite(loss):
+                    raise stop("the training loss", loss)
+                clip = grad_clip if grad_clip is not None and state.global_step >= warmup_steps else math.inf
+                norm = clip_grad_norm(grads, clip)  # the global norm before clipping (inf: no clipping)
+                if not math.isfinite(norm):
+                    raise stop("the gradient norm", norm)
+                optimizer.step(grads)
+                train_seconds += time.perf_counter() - t0
+                train_tokens += input_batch.size
+                state.tokens_seen += input_batch.size
+                state.batch = i + 1
+                steps_this_call += 1
 
-            if state.global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
-                state.train_losses.append(train_loss)
-                state.val_losses.append(val_loss)
-                state.track_tokens_seen.append(state.tokens_seen)
-                rate = train_tokens / max(train_seconds, 1e-9)
-                log(
-                    f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
-                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | train {rate:,.0f} tok/s"
-                )
-                save()
-            if (max_steps is not None and steps_this_call >= max_steps) or (should_stop is not None and should_stop()):
-                save()
-                return state
-        state.epoch += 1
-        state.batch = 0
-        generate_and_print_sample(model, tokenizer, start_context, sample_tokens, log)
+                if state.global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                    if not math.isfinite(train_loss):  # an empty validation set gives nan on purpose
+                        raise stop("the evaluated training loss", train_loss)
+                    state.train_losses.append(train_loss)
+                    state.val_losses.append(val_loss)
+                    state.track_tokens_seen.append(state.tokens_seen)
+                    rate = train_tokens / max(train_seconds, 1e-9)
+                    log(
+                        f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
+                        f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | train {rate:,.0f} tok/s"
+                    )
+                    save()
+                if (max_steps is not None and steps_this_call >= max_steps) or (
+                    should_stop is not None and should_stop()
+                ):
+                    save()
+                    return state
+            state.epoch += 1
+            state.batch = 0
+            generate_and_print_sample(model, tokenizer, start_context, sample_tokens, log)
     save()
     return state
 

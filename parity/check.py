@@ -12,10 +12,17 @@ import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
+from npgpt.validate import check_values
 from parity.engine import Report, random_params, run_check
 
 
 def run(args: argparse.Namespace) -> int:
+    check_values(vars(args))
+    if args.json:  # found unwritable before the comparison, not after it
+        try:
+            Path(args.json).open("a").close()
+        except OSError as exc:
+            raise NpgptError(f"--json {args.json}: cannot write there ({exc.strerror}); choose another path") from None
     try:
         from parity.adapters import NumpyImpl, TorchImpl
         from torchgpt.device import pick_device

@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_check(sub)
     _add_weights_commands(sub)
     _add_bench(sub)
+    np_cli.add_debug_flag(sub)
     args = parser.parse_args(argv)
     runners = {
         "train": _dispatch("train"),

@@ -15,9 +15,13 @@ from npgpt.errors import NpgptError
 def save_checkpoint(
     path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra: Any
 ) -> None:
-    """``{"model_state_dict", "optimizer_state_dict", **extra}`` written to a temp file and renamed."""
+    """``{"model_state_dict", "optimizer_state_dict", **extra}`` written to a temp file and renamed.
+    Non-finite weights are refused: a checkpoint is always something worth resuming."""
     raw = getattr(model, "module", model)  # unwrap DDP / compile
     raw = getattr(raw, "_orig_mod", raw)
+    bad = [k for k, p in raw.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NpgptError(f"refusing to save non-finite weights ({len(bad)} tensors, first {bad[0]}) to {path}")
     payload: dict[str, Any] = {"model_state_dict": raw.state_dict(), **extra}
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer.state_dict()

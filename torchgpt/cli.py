@@ -12,11 +12,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from npgpt.cli import RUN_FLAGS, embedded_text, finish_run, stop_on_ctrl_c, text_sha256
+from npgpt.checkpoint import check_output_dir
+from npgpt.cli import RUN_FLAGS, check_generate_args, embedded_text, finish_run, stop_on_signals, text_sha256
 from npgpt.config import GPTConfig
 from npgpt.data import train_val_split
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, diverged
 from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
+from npgpt.validate import check_values
 from torchgpt import distributed
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from torchgpt.data import GPTDatasetV1
@@ -59,6 +61,7 @@ def _loaders(
 
 
 def run_train(args: argparse.Namespace) -> int:
+    check_values(vars(args))
     device = pick_device(args.device)
     info = distributed.setup(device)
     if info.enabled and device.type == "cuda":
@@ -110,20 +113,33 @@ def run_train(args: argparse.Namespace) -> int:
             f"{len(train_loader)} train / {len(val_loader)} val batches of "
             f"{args.batch_size}x{cfg.context_length} tokens"
         )
+    n_params = sum(p.numel() for p in model.parameters())
+    if info.is_main:
+        check_output_dir(out, 3 * n_params * model.out_head.weight.element_size())  # params, AdamW m and v
     trained = DistributedDataParallel(model) if info.enabled else model
     if speed["compile"]:
         trained = torch.compile(trained)
     run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *SPEED_FLAGS) if hasattr(args, k)}
     meta = {"args": run_args, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
 
+    kept_step = start_step if state is not None else None  # the checkpoint on disk, for honest messages
+
     def save(next_step: int, hist: dict) -> None:
+        nonlocal kept_step
         if info.is_main:  # only rank 0 writes
             rng = torch.get_rng_state()
             save_checkpoint(ckpt, model, optimizer, history=hist, next_step=next_step, rng_state=rng, **meta)
+            kept_step = next_step
 
-    # Ctrl-C saves and stops a single process; under torchrun the ranks must stop together, so
-    # there Ctrl-C keeps torchrun's meaning (abort) and --max-steps is the way to pause.
-    with contextlib.nullcontext(None) if info.enabled else stop_on_ctrl_c() as should_stop:
+    def merged(new: dict) -> dict:
+        return {k: history[k] + new[k] for k in ("train_losses", "val_losses", "tokens_seen", "lrs")}
+
+    def on_diverge(what: str, value: float, step: int) -> NpgptError:
+        return diverged(what, value, step + 1, str(ckpt), kept_step)
+
+    # Ctrl-C or SIGTERM saves and stops a single process; under torchrun the ranks must stop
+    # together, so there the signals keep torchrun's meaning (abort) and --max-steps pauses.
+    with contextlib.nullcontext(None) if info.enabled else stop_on_signals() as should_stop:
         train_losses, val_losses, tokens_seen, lrs = train_model(
             trained,
             train_loader,
@@ -148,23 +164,21 @@ def run_train(args: argparse.Namespace) -> int:
             should_stop=should_stop,
             log=say,
             sample_tokens=args.sample_tokens,
+            on_eval=lambda next_step, new: save(next_step, merged(new)),
+            on_diverge=on_diverge,
         )
     done_steps = start_step + len(lrs)
-    history = {
-        "train_losses": history["train_losses"] + train_losses,
-        "val_losses": history["val_losses"] + val_losses,
-        "tokens_seen": history["tokens_seen"] + tokens_seen,
-        "lrs": history["lrs"] + lrs,
-    }
+    history = merged({"train_losses": train_losses, "val_losses": val_losses, "tokens_seen": tokens_seen, "lrs": lrs})
     save(done_steps, history)
     distributed.teardown()
     if not info.is_main:
         return 0
     finish_run(args, history, len(train_loader) // accum, done_steps, ckpt)
-    return 0
+    return 0 if should_stop is None else should_stop.exit_code
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    check_generate_args(args)
     device = pick_device(args.device)
     state = load_checkpoint(args.checkpoint, map_location=device)
     if "config" not in state:
@@ -172,6 +186,9 @@ def run_generate(args: argparse.Namespace) -> int:
     cfg = GPTConfig.from_dict(state["config"])
     model = GPTModel(cfg)
     load_model_state(model, state["model_state_dict"])
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    if bad:
+        raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
     model.to(device).eval()
     tokenizer = get_tokenizer()
     generator = None

@@ -20,7 +20,7 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader
 
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, diverged
 from npgpt.schedule import lr_at
 from npgpt.tokenizer import text_to_token_ids as _np_text_to_ids
 from torchgpt.generate import generate_text_simple
@@ -163,7 +163,8 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = print,
     sample_tokens: int = 50,
-    on_eval: Callable[[int], None] | None = None,
+    on_eval: Callable[[int, dict[str, list]], None] | None = None,
+    on_diverge: Callable[[str, float, int], Exception] | None = None,
 ) -> tuple[list[float], list[float], list[int], list[float]]:
     """Appendix D's loop: linear warmup, cosine decay, gradient clipping (see module docstring
     for the two fixes). Returns train losses, val losses, tokens seen and the lr of every step.
@@ -175,7 +176,10 @@ def train_model(
     used): with a DistributedSampler, whose order is a function of (seed, epoch), and the RNG
     state restored, that resumes a run exactly.
     ``max_steps`` or ``should_stop()`` (checked after every step, e.g. set by Ctrl-C) stop early;
-    ``log=None`` silences output (non-zero DDP ranks).
+    ``log=None`` silences output (non-zero DDP ranks). ``on_eval(next_step, history)`` runs after
+    every evaluation (the command line saves a checkpoint there). A non-finite loss or gradient
+    norm stops the run before the optimizer step with ``on_diverge(what, value, step)``'s error
+    (default: an NpgptError naming the step).
     """
     if schedule not in ("cosine", "constant"):
         raise NpgptError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
@@ -190,6 +194,7 @@ def train_model(
     if total_training_steps == 0:
         raise NpgptError("the training set has no batches; use a longer text or a smaller context/batch size")
     say = log or (lambda s: None)
+    diverge = on_diverge or (lambda what, value, step: diverged(what, value, step, None, None))
     train_seconds, train_tokens = 0.0, 0
     model.train()
     for epoch in range(n_epochs):
@@ -224,13 +229,11 @@ def train_model(
                 loss = calc_loss_batch(input_batch, target_batch, model, device, amp_dtype) / accumulation_steps
                 loss.backward()
                 step_loss += loss.item()
-            if not math.isfinite(step_loss):
-                raise NpgptError(
-                    f"loss became {step_loss} at step {global_step}; "
-                    "lower the learning rate or enable gradient clipping"
-                )
-            if grad_clip is not None and global_step >= warmup_steps:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
+            clip = grad_clip if grad_clip is not None and global_step >= warmup_steps else math.inf
+            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip))  # before clipping
+            for what, value in (("the training loss", step_loss), ("the gradient norm", norm)):
+                if not math.isfinite(value):
+                    raise diverge(what, value, global_step)
             optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -240,6 +243,8 @@ def train_model(
             tokens_seen += n_tokens
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                if not math.isfinite(train_loss):
+                    raise diverge("the evaluated training loss", train_loss, global_step)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
@@ -248,7 +253,9 @@ def train_model(
                     f" | lr {lr:.2e} | train {train_tokens / max(train_seconds, 1e-9):,.0f} tok/s"
                 )
                 if on_eval is not None:
-                    on_eval(global_step)
+                    history = {"train_losses": train_losses, "val_losses": val_losses,
+                               "tokens_seen": track_tokens_seen, "lrs": track_lrs}  # fmt: skip
+                    on_eval(global_step + 1, history)
             if (max_steps is not None and global_step + 1 - start_step >= max_steps) or (
                 should_stop is not None and should_stop()
             ):

@@ -117,9 +117,12 @@ def test_demo_runs(tmp_path):
     assert continuation.startswith("The lighthouse keeper") and len(continuation) > len("The lighthouse keeper\n")
 
 
-@pytest.mark.parametrize("impl", ["numpy", "torch"])
-def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, impl):
-    """A real SIGINT mid-run: the step finishes, a checkpoint is written, resume completes the run."""
+@pytest.mark.parametrize(
+    ("impl", "sig"), [("numpy", "SIGINT"), ("torch", "SIGINT"), ("numpy", "SIGTERM"), ("torch", "SIGTERM")]
+)
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, impl, sig):
+    """A real SIGINT or SIGTERM mid-run: the step finishes, a checkpoint is written, the exit code
+    is 128 + the signal, and resume completes the run."""
     if impl == "torch":
         pytest.importorskip("torch")
     import signal
@@ -131,9 +134,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, impl):
     for line in proc.stdout:  # wait until training is under way
         if "(Step 000002)" in line:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert f"{sig}: stopping after this step" in err
     assert "stopping after this step" in err and "paused at step" in out
     name = "checkpoint.npz" if impl == "numpy" else "checkpoint.pth"
     assert (tmp_path / "run" / name).is_file()

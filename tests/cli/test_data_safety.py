@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,173 @@ def test_convert_force_replaces_a_file_but_never_a_directory(tmp_path, monkeypat
     assert main(["convert", "models/w.npz", "models", "--force"]) == 2
     assert _digest(tmp_path) == before
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# --- hyperparameters, divergence, checkpoints (numbered cases 3 and 4) --------------------------
+
+torch = pytest.importorskip("torch")
+
+from npgpt.checkpoint import load_checkpoint as load_npz  # noqa: E402
+from torchgpt import load_checkpoint as load_pth  # noqa: E402
+
+RUN = ["--config", "tiny", "--context-length", "16", "--eval-iter", "1", "--sample-tokens", "2", "--drop-rate", "0"]
+IMPLS = {"numpy": [], "torch": ["--impl", "torch", "--device", "cpu"]}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"), ("--weight-decay", "nan"), ("--grad-clip", "0"),
+     ("--eval-iter", "0"), ("--eval-freq", "0"), ("--seed", "-1"), ("--batch-size", "0"), ("--epochs", "0")],
+)  # fmt: skip
+def test_bad_hyperparameters_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, impl, flag, value):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *IMPLS[impl], *RUN, flag, value, "--out", "run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {value}: must be" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_run_whose_weights_blow_up_saves_nothing_and_says_so(tmp_path, monkeypatch, capsys, impl):
+    """The trial: --lr 1e6 saved weights whose loss is nan, and generate printed '!!!!!'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *IMPLS[impl], *RUN, "--lr", "1e30", "--eval-freq", "1", "--out", "run"]) == 2
+    err = capsys.readouterr().err
+    assert "became" in err and "at step 1" in err and "nothing was saved" in err, err
+    assert not list((tmp_path / "run").glob("checkpoint*"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_divergence_keeps_the_last_good_checkpoint_and_names_it(tmp_path, monkeypatch, capsys, impl):
+    monkeypatch.chdir(tmp_path)
+    calls = {"n": 0}
+    if impl == "numpy":
+        from npgpt.model import GPTModel
+
+        real = GPTModel.loss_and_grads
+
+        def poisoned(self, ids, targets, masks=None):
+            calls["n"] += 1
+            loss, grads = real(self, ids, targets, masks)
+            return (float("nan") if calls["n"] == 3 else loss), grads
+
+        monkeypatch.setattr(GPTModel, "loss_and_grads", poisoned)
+    else:
+        import torchgpt.train
+
+        real = torchgpt.train.calc_loss_batch
+
+        def poisoned(*args, **kwargs):
+            loss = real(*args, **kwargs)
+            if torch.is_grad_enabled():  # training steps only, not evaluation
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    return loss * float("nan")
+            return loss
+
+        monkeypatch.setattr(torchgpt.train, "calc_loss_batch", poisoned)
+    assert main(["train", *IMPLS[impl], *RUN, "--eval-freq", "2", "--out", "run"]) == 2
+    err = capsys.readouterr().err
+    ckpt = next((tmp_path / "run").glob("checkpoint*"))
+    # the book evaluates after steps 1, 3, 5, ... (0-based index % eval_freq == 0): the good checkpoint is step 1's
+    assert f"the training loss became nan at step 3; stopped without saving, run/{ckpt.name} from step 1 is kept" in err
+    done = load_npz(ckpt)[3]["train_state"]["global_step"] + 1 if impl == "numpy" else load_pth(ckpt)["next_step"]
+    assert done == 1
+
+
+def test_torch_checkpoints_after_every_evaluation(tmp_path, monkeypatch):
+    """The trial: kill -9 after 16 torch steps left nothing; now each evaluation saves."""
+    import torchgpt.train
+
+    monkeypatch.chdir(tmp_path)
+    real, calls = torchgpt.train.evaluate_model, {"n": 0}
+
+    def crash_on_the_fourth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torchgpt.train, "evaluate_model", crash_on_the_fourth)
+    assert main(["train", *IMPLS["torch"], *RUN, "--eval-freq", "1", "--out", "run"]) == 3  # internal error
+    state = load_pth(tmp_path / "run" / "checkpoint.pth")
+    assert state["next_step"] == 3 and len(state["history"]["train_losses"]) == 3
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_out_is_checked_before_the_first_step(tmp_path, monkeypatch, capsys, impl):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", *IMPLS[impl], *RUN, "--out", "afile/run"]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    assert main(["train", *IMPLS[impl], *RUN, "--out", "run"]) == 2
+    assert "GB free, a checkpoint needs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_generate_refuses_non_finite_weights_and_bad_sampling_values(tmp_path, monkeypatch, capsys, impl):
+    monkeypatch.chdir(tmp_path)
+    params = {k: v.astype(np.float32) for k, v in random_params(TINY, 0).items()}
+    params["out_head.weight"][0, 0] = np.nan
+    if impl == "numpy":
+        arrays = {f"params/{k}": v for k, v in params.items()}
+        meta = {"format": "npgpt-checkpoint-v1", "config": TINY.to_dict()}
+        arrays["meta"] = np.frombuffer(__import__("json").dumps(meta).encode(), dtype=np.uint8)
+        np.savez(tmp_path / "nan.npz", **arrays)  # written by hand: the savers refuse non-finite weights
+        ckpt = "nan.npz"
+    else:
+        state = {k: torch.from_numpy(v) for k, v in params.items()}
+        state.update({"trf_blocks.0.att.mask": torch.triu(torch.ones(16, 16), diagonal=1)})
+        torch.save({"model_state_dict": state, "config": TINY.to_dict()}, tmp_path / "nan.pth")
+        ckpt = "nan.pth"
+    gen = ["generate", *(["--impl", "torch", "--device", "cpu"] if impl == "torch" else []), "--checkpoint", ckpt]
+    assert main(gen) == 2
+    assert "non-finite weights" in capsys.readouterr().err
+    for bad in (["--temperature", "-1"], ["--top-p", "0"], ["--top-k", "0"], ["--prompt", ""]):
+        assert main([*gen, *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("must be" in err or "prompt is empty" in err), err
+
+
+def test_check_refuses_bad_values_and_an_unwritable_json_before_comparing(tmp_path, capsys):
+    assert main(["check", "--config", "tiny", "--steps", "-1"]) == 2
+    assert "--steps -1: must be" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["check", "--config", "tiny", "--json", str(tmp_path / "afile" / "r.json")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    import npgpt.cli
+
+    def boom(args):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(npgpt.cli, "run_generate", boom)
+    assert main(["generate", "--checkpoint", "x.npz"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: simulated bug; traceback in " in err
+    log = Path(err.split("traceback in ")[1].split(" ")[0])
+    assert "simulated bug" in log.read_text() and "Traceback" in log.read_text()
+    log.unlink()
+    assert main(["generate", "--checkpoint", "x.npz", "--debug"]) == 3
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_a_killed_save_leaves_no_orphan_on_the_next_save(tmp_path, capsys):
+    """The trial: every kill -9 during a save left a checkpoint.npz.*.tmp of up to 2 GB."""
+    import tempfile
+
+    from npgpt.checkpoint import save_checkpoint
+
+    params = {k: v.astype(np.float32) for k, v in random_params(TINY, 0).items()}
+    fd, orphan = tempfile.mkstemp(dir=tmp_path, prefix="w.npz.", suffix=".tmp")  # what a killed save leaves
+    os.close(fd)
+    (tmp_path / "w.npz.mine.tmp").write_text("a user's file that only looks similar")
+    save_checkpoint(tmp_path / "w.npz", TINY, params)
+    assert not Path(orphan).exists() and (tmp_path / "w.npz.mine.tmp").exists()
+    assert f"removed {orphan}, left by an interrupted save" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_nan_loss_is_a_clear_error(tmp_path):
     train, val = loaders()
     model = GPTModel(CFG, seed=0)
     model.params["final_norm.scale"][...] = np.nan
-    with pytest.raises(NpgptError, match="loss became nan at step 0"):
+    with pytest.raises(NpgptError, match="the training loss became nan at step 1; stopped without saving"):
         train_model(model, train, val, AdamW(model.params), 1, 1, 1, "The", get_tokenizer(), log=lambda s: None)
 
 
