@@ -29,8 +29,9 @@ test: lint
 bench: install
 	$(VENV)/bin/npgpt bench
 
+# never `runs/`: `npgpt train` saves users' runs there; only the demo's own output goes
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache .hypothesis
 
 parity-thorough: install
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q tests/parity

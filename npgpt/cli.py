@@ -34,6 +34,7 @@ from npgpt.train import TrainState, load_training, train_model
 from npgpt.validate import check_values
 
 CHECKPOINT = "checkpoint.npz"
+DEMO_MARKER = ".npgpt-demo"
 Runner = Callable[[argparse.Namespace], int]
 # Flags whose values define a run; a resumed run takes them from its checkpoint.
 RUN_FLAGS = [
@@ -108,7 +109,9 @@ def build_parser(
     _add_train_args(
         train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
     )
-    demo = sub.add_parser("demo", help="train a tiny model on the embedded story for a minute, then generate")
+    demo = sub.add_parser(
+        "demo", help="train a tiny model on the embedded story (about 20 s on two CPU cores), then generate"
+    )
     _add_train_args(demo, config="tiny", context_length=32, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint")
@@ -230,6 +233,7 @@ def run_train(args: argparse.Namespace) -> int:
             should_stop=should_stop,
             sample_tokens=args.sample_tokens,
             meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text)},
+            save_on_eval=getattr(args, "save_on_eval", True),
         )
     history = {
         "train_losses": state.train_losses,
@@ -293,8 +297,24 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_demo(
     args: argparse.Namespace, train: Runner | None = None, generate: Runner | None = None, checkpoint: str = CHECKPOINT
 ) -> int:
-    """Train on the embedded story, then print a greedy continuation of the start context."""
-    (train or run_train)(args)
+    """Train on the embedded story, then print a greedy continuation of the start context.
+
+    The demo owns its output directory: a marker file says so, and a second demo replaces the
+    first's files (never a directory the demo did not make). It saves one checkpoint, at the end."""
+    out = Path(args.out)
+    marker = out / DEMO_MARKER
+    if (out / checkpoint).exists() and not args.resume:
+        if not marker.is_file():
+            raise NpgptError(f"{out} holds a training run that is not a demo; pass another --out")
+        for name in (checkpoint, "history.json", "losses.png"):
+            (out / name).unlink(missing_ok=True)  # the earlier demo's own files
+        print(f"replacing the earlier demo run in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `npgpt demo`; a later demo replaces this directory's demo files\n")
+    args.save_on_eval = False
+    code = (train or run_train)(args)
+    if code:
+        return code
     gen_args = argparse.Namespace(
         checkpoint=str(Path(args.out) / checkpoint),
         prompt=args.start_context,

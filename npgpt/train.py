@@ -118,6 +118,7 @@ def train_model(
     log: Callable[[str], None] = print,
     sample_tokens: int = 50,
     meta: dict[str, Any] | None = None,
+    save_on_eval: bool = True,
 ) -> TrainState:
     """Appendix D's ``train_model``: warmup + cosine decay + gradient clipping.
 
@@ -127,7 +128,7 @@ def train_model(
     ``schedule="constant"`` with ``grad_clip=None`` is chapter 5's ``train_model_simple``.
 
     ``state`` resumes a run (see ``load_training``); ``checkpoint_path`` gets a checkpoint after
-    every evaluation and at the end (``meta`` is stored with it); ``max_steps`` or
+    every evaluation (unless ``save_on_eval=False``) and at the end (``meta`` is stored with it); ``max_steps`` or
     ``should_stop()`` (checked after every step, e.g. set by Ctrl-C) end the call early after
     saving, and the run continues from that checkpoint. The schedule always spans all epochs.
     """
@@ -214,7 +215,8 @@ def train_model(
                         f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
                         f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} | lr {lr:.2e} | train {rate:,.0f} tok/s"
                     )
-                    save()
+                    if save_on_eval:
+                        save()
                 if (max_steps is not None and steps_this_call >= max_steps) or (
                     should_stop is not None and should_stop()
                 ):

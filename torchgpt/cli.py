@@ -164,7 +164,9 @@ def run_train(args: argparse.Namespace) -> int:
             should_stop=should_stop,
             log=say,
             sample_tokens=args.sample_tokens,
-            on_eval=lambda next_step, new: save(next_step, merged(new)),
+            on_eval=(lambda next_step, new: save(next_step, merged(new)))
+            if getattr(args, "save_on_eval", True)
+            else None,
             on_diverge=on_diverge,
         )
     done_steps = start_step + len(lrs)

@@ -232,3 +232,29 @@ def test_a_killed_save_leaves_no_orphan_on_the_next_save(tmp_path, capsys):
     save_checkpoint(tmp_path / "w.npz", TINY, params)
     assert not Path(orphan).exists() and (tmp_path / "w.npz.mine.tmp").exists()
     assert f"removed {orphan}, left by an interrupted save" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_demo_saves_once_runs_again_and_never_replaces_a_real_run(tmp_path, monkeypatch, capsys, impl):
+    """The trial: 33 checkpoints written per demo, and a second `make demo` failed."""
+    import npgpt.train
+    import torchgpt.cli
+
+    monkeypatch.chdir(tmp_path)
+    saves = {"n": 0}
+    for module in (npgpt.train, torchgpt.cli):
+        real = module.save_checkpoint
+
+        def counted(*a, _real=real, **k):
+            saves["n"] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(module, "save_checkpoint", counted)
+    demo = ["demo", *IMPLS[impl], "--epochs", "2", "--sample-tokens", "2"]
+    assert main(demo) == 0 and saves["n"] == 1
+    assert main(demo) == 0 and "replacing the earlier demo run" in capsys.readouterr().out
+    assert saves["n"] == 2
+    assert main(["train", *IMPLS[impl], *RUN, "--epochs", "1", "--out", "mine"]) == 0
+    before = _digest(tmp_path / "mine")
+    assert main([*demo, "--out", "mine"]) == 2
+    assert "not a demo" in capsys.readouterr().err and _digest(tmp_path / "mine") == before
