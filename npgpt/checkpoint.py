@@ -110,6 +110,11 @@ def load_checkpoint(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray],
     path = Path(path)
     if not path.is_file():
         raise NpgptError(f"checkpoint {path} does not exist; pass the .npz written by `npgpt train`")
+    if path.suffix.lower() in (".safetensors", ".pth", ".pt", ".bin"):
+        raise NpgptError(
+            f"{path} is a {path.suffix} file, and npgpt reads .npz checkpoints: "
+            f"`npgpt convert {path} {path.with_suffix('.npz')}` makes one (or use --impl torch for .pth)"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             data = {name: archive[name] for name in archive.files}

@@ -130,6 +130,14 @@ def build_parser(
     return parser, sub
 
 
+def parse(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, argv: Sequence[str] | None):
+    """Parse, and remember the subcommand's defaults (to tell flags given on the command line)."""
+    args = parser.parse_args(argv)
+    own = sub.choices[args.command]
+    args.run_defaults = {a.dest: own.get_default(a.dest) for a in own._actions}
+    return args
+
+
 class StopRequest:
     """Set by SIGINT (Ctrl-C) or SIGTERM (schedulers, ``timeout``) while training: the trainer
     saves after the current step and stops; the command then exits with 128 + the signal number
@@ -167,6 +175,24 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
+def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt: Path) -> None:
+    """A resumed run keeps the hyperparameters it was started with. A flag given on this command
+    line with another value is refused, by name, rather than silently ignored."""
+    defaults = getattr(args, "run_defaults", {})
+    conflicts = [
+        f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {v})"
+        for k, v in saved.items()
+        if k in defaults and getattr(args, k, None) not in (defaults[k], v)
+    ]
+    if conflicts:
+        raise NpgptError(
+            f"{', '.join(conflicts)}: a resumed run keeps the settings saved in {ckpt}; drop these flags, "
+            "or start a new run in another --out"
+        )
+    for name, value in saved.items():
+        setattr(args, name, value)
+
+
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -181,8 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
         model, optimizer, state, meta = load_training(ckpt)
         if meta.get("text_sha256") != text_sha256(text):
             raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
-        for name, value in meta["args"].items():
-            setattr(args, name, value)  # the run's own hyperparameters, not today's defaults
+        apply_saved_run_flags(args, meta["args"], ckpt)  # the run's own hyperparameters
         print(f"resuming {ckpt} at epoch {state.epoch + 1}, step {state.global_step + 1}")
     else:
         if ckpt.exists():
@@ -370,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """NumPy only (``python -m npgpt.cli``); the installed ``npgpt`` command is parity.cli."""
     parser, sub = build_parser()
     add_debug_flag(sub)
-    args = parser.parse_args(argv)
+    args = parse(parser, sub, argv)
     return run_command(args, {"train": run_train, "generate": run_generate, "demo": run_demo})
 
 

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_weights_commands(sub)
     _add_bench(sub)
     np_cli.add_debug_flag(sub)
-    args = parser.parse_args(argv)
+    args = np_cli.parse(parser, sub, argv)
     runners = {
         "train": _dispatch("train"),
         "generate": _dispatch("generate"),

@@ -3,6 +3,7 @@ load with ``weights_only=True`` (no pickle code execution)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NpgptError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first[:120]})") from None
+        text = str(exc).strip()
+        if "Weights only load failed" in text:
+            raise NpgptError(
+                f"{path} needs pickle to load (it holds Python objects besides tensors), which is refused for "
+                "safety; save a plain state_dict instead, or convert it from a trusted copy"
+            ) from None
+        first = textwrap.shorten(text.splitlines()[0] if text else type(exc).__name__, 140, placeholder=" ...")
+        raise NpgptError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first})") from None
 
 
 def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

@@ -13,7 +13,15 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from npgpt.checkpoint import check_output_dir
-from npgpt.cli import RUN_FLAGS, check_generate_args, embedded_text, finish_run, stop_on_signals, text_sha256
+from npgpt.cli import (
+    RUN_FLAGS,
+    apply_saved_run_flags,
+    check_generate_args,
+    embedded_text,
+    finish_run,
+    stop_on_signals,
+    text_sha256,
+)
 from npgpt.config import GPTConfig
 from npgpt.data import train_val_split
 from npgpt.errors import NpgptError, diverged
@@ -73,10 +81,11 @@ def run_train(args: argparse.Namespace) -> int:
     state = None
     if args.resume:
         state = load_checkpoint(ckpt)
+        if not {"args", "next_step", "optimizer_state_dict"} <= state.keys():
+            raise NpgptError(f"{ckpt} holds weights only, no training state; use it with generate, not --resume")
         if state.get("text_sha256") != text_sha256(text):
             raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
-        for name, value in state["args"].items():
-            setattr(args, name, value)
+        apply_saved_run_flags(args, state["args"], ckpt)
     elif ckpt.exists():
         raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
     cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)

@@ -258,3 +258,33 @@ def test_demo_saves_once_runs_again_and_never_replaces_a_real_run(tmp_path, monk
     before = _digest(tmp_path / "mine")
     assert main([*demo, "--out", "mine"]) == 2
     assert "not a demo" in capsys.readouterr().err and _digest(tmp_path / "mine") == before
+
+
+# --- messages that named the wrong problem ----------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, monkeypatch, capsys, impl):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *IMPLS[impl], *RUN, "--max-steps", "2", "--out", "run"]) == 0
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--lr", "0.1", "--eval-freq", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.1 (the run has 0.0004), --eval-freq 3 (the run has 5)" in err and err.count("\n") == 1, err
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--max-steps", "1"]) == 0  # not a run setting
+
+
+def test_wrong_kinds_of_checkpoint_are_named_for_what_they_are(tmp_path, monkeypatch, capsys, weights):
+    import argparse
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "models/w.npz", "w.safetensors"]) == 0
+    assert main(["generate", "--checkpoint", "w.safetensors"]) == 2
+    assert "npgpt reads .npz checkpoints: `npgpt convert" in capsys.readouterr().err
+    assert main(["convert", "models/w.npz", "run/checkpoint.pth"]) == 0
+    (tmp_path / "story.txt").write_text("word " * 400)
+    assert main(["train", *IMPLS["torch"], "--text", "story.txt", "--out", "run", "--resume"]) == 2
+    assert "holds weights only" in capsys.readouterr().err  # was: "trained on a different text"
+    torch.save({"model_state_dict": {}, "extra": argparse.Namespace(a=1)}, tmp_path / "pickled.pth")
+    assert main(["generate", *IMPLS["torch"], "--checkpoint", "pickled.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "needs pickle to load" in err and "refused for safety" in err and err.count("\n") == 1
