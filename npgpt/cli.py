@@ -72,27 +72,39 @@ def _add_train_args(
         "--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny (default %(default)s)"
     )
     p.add_argument(
-        "--context-length", type=int, default=context_length, help="default %(default)s (the book's chapter 5)"
+        "--context-length",
+        type=int,
+        default=context_length,
+        help="tokens per training sequence (default %(default)s; the book's chapter 5 uses 256)",
     )
-    p.add_argument("--drop-rate", type=float, default=0.1)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--drop-rate", type=float, default=0.1, help="dropout probability, in [0, 1)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
+    p.add_argument("--epochs", type=int, default=epochs, help="passes over the training text")
+    p.add_argument("--batch-size", type=int, default=2, help="sequences per optimizer step")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's decoupled weight decay")
     p.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps")
     p.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
     p.add_argument("--start-context", default=start_context, help="prompt of the sample printed each epoch")
-    p.add_argument("--sample-tokens", type=int, default=50)
-    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--sample-tokens", type=int, default=50, help="tokens of the sample printed each epoch")
+    p.add_argument("--seed", type=int, default=123, help="weights, data order and dropout")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="appendix D: cosine")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--initial-lr", type=float, default=3e-5)
-    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (appendix D: 20%% of them)")
+    p.add_argument("--initial-lr", type=float, default=3e-5, help="lr at the start of the warmup")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine decay")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (appendix D: 1.0)")
     p.add_argument("--out", default="runs/npgpt", help="directory for checkpoint.npz, losses.png, history.json")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser(
@@ -105,23 +117,24 @@ def build_parser(
     parser = argparse.ArgumentParser(prog="npgpt", description="GPT-2 in NumPy and PyTorch: train, generate, check.")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop")
+    fmt = {"formatter_class": DefaultsHelp}
+    train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop", **fmt)
     _add_train_args(
         train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
     )
     demo = sub.add_parser(
-        "demo", help="train a tiny model on the embedded story (about 20 s on two CPU cores), then generate"
+        "demo", help="train a tiny model on the embedded story (about 20 s on two CPU cores), then generate", **fmt
     )
     _add_train_args(demo, config="tiny", context_length=32, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
 
-    gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
     gen.add_argument("--checkpoint", required=True, help="checkpoint.npz written by npgpt train")
     gen.add_argument("--prompt", default="Every effort moves you")
     gen.add_argument("--max-new-tokens", type=int, default=50)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=None, help="sampling seed (default: fresh randomness)")
     gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
     if add_run_args is not None:
@@ -208,7 +221,7 @@ def run_train(args: argparse.Namespace) -> int:
         if meta.get("text_sha256") != text_sha256(text):
             raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
         apply_saved_run_flags(args, meta["args"], ckpt)  # the run's own hyperparameters
-        print(f"resuming {ckpt} at epoch {state.epoch + 1}, step {state.global_step + 1}")
+        print(f"resuming {ckpt} at step {state.global_step + 2} (epoch {state.epoch + 1})")
     else:
         if ckpt.exists():
             raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")

@@ -27,8 +27,9 @@ def plot_losses(
     except ImportError:
         return None
     fig, ax1 = plt.subplots(figsize=(5, 3))
-    ax1.plot(epochs_seen, train_losses, label="Training loss")
-    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Validation loss")
+    marker = "o" if len(epochs_seen) < 20 else None  # a single evaluation is a point, not an empty line
+    ax1.plot(epochs_seen, train_losses, marker=marker, label="Training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", marker=marker, label="Validation loss")
     ax1.set_xlabel("Epochs")
     ax1.set_ylabel("Loss")
     ax1.legend(loc="upper right")

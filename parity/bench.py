@@ -333,9 +333,9 @@ def run_all(out_dir: Path, quick: bool, impls: list[str]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
     stem.with_suffix(".md").write_text(to_markdown(results))
-    plot(results, stem.with_suffix(".png"))
+    drew = plot(results, stem.with_suffix(".png"))
     print(to_markdown(results))
-    print(f"wrote {stem}.json, .md, .png")
+    print(f"wrote {stem}.json, .md" + (", .png" if drew else " (no plot: pip install matplotlib)"))
     return results
 
 
@@ -421,7 +421,7 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path) -> bool:
     """Train step time vs T (124M) and vs model size (T=256), numpy vs torch: where T^2 bites.
     A GPU run instead gets train tokens/s per mode at T=1024, labelled with MFU."""
     try:
@@ -431,10 +431,10 @@ def plot(results: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        return
+        return False
     if "torch-cuda" in results["workers"] and len(results["workers"]) == 1:
         _plot_gpu(results, path, plt)
-        return
+        return True
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for impl, w in results["workers"].items():
         for mode in sorted({r["mode"] for r in w["rows"]}):
@@ -460,6 +460,7 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _plot_gpu(results: dict, path: Path, plt) -> None:

@@ -1,4 +1,4 @@
-"""NumPy params <-> torchgpt.GPTModel. The vocabularies are identical (DESIGN §2), so this is a
+"""NumPy params <-> torchgpt.GPTModel. The vocabularies are identical (docs/conventions.md, "Names"), so this is a
 copy: no renames, no transposes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The tolerance table (DESIGN §5), the ONE place tolerances live. Tests and ``npgpt check`` read
+"""The tolerance table (docs/conventions.md), the ONE place tolerances live. Tests and ``npgpt check`` read
 it; nothing loosens it elsewhere.
 
 Elementwise rule: ``|a - b| <= atol * max(1, max|b|) + rtol * |b|`` (b is the reference, torch).

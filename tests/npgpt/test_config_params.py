@@ -1,4 +1,4 @@
-"""The parameter vocabulary, configs, and one-line errors for bad input (DESIGN §2, §7)."""
+"""The parameter vocabulary, configs, and one-line errors for bad input (docs/conventions.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every parameter is randomised and the upstream gradient is random, never ones: an all-ones
 dout hides errors that cancel in a sum. Thresholds: CS231n relative error <= 1e-7 per
-component, <= 1e-6 for the whole model (DESIGN §5).
+component, <= 1e-6 for the whole model (docs/conventions.md, "Gradient checks").
 """
 
 from __future__ import annotations
