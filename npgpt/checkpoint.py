@@ -122,7 +122,12 @@ def load_checkpoint(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray],
         raise NpgptError(f"checkpoint {path} is corrupt or truncated ({exc}); use an earlier checkpoint") from None
     if "meta" not in data:
         raise NpgptError(f"{path} is not an npgpt checkpoint (no meta record)")
-    meta = json.loads(data.pop("meta").tobytes().decode())
+    try:
+        meta = json.loads(data.pop("meta").tobytes().decode())
+    except ValueError:  # not UTF-8, not JSON
+        raise NpgptError(f"checkpoint {path} has a damaged meta record; use an earlier checkpoint") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise NpgptError(f"checkpoint {path} has a damaged meta record (no config); use an earlier checkpoint")
     if meta.get("format") != FORMAT:
         raise NpgptError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     cfg = GPTConfig.from_dict(meta.pop("config"))

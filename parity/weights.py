@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +57,22 @@ def load_weights(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     if not path.exists():
         raise NpgptError(f"weights {path} do not exist")
     fmt = detect_format(path)
-    if fmt == "openai":
-        cfg, params = _load_openai(path)
-    elif fmt == "safetensors":
-        cfg, params = _load_safetensors(path / "model.safetensors" if path.is_dir() else path)
-    elif fmt == "npz":
-        cfg, params, _, _ = load_checkpoint(path)
-    else:
-        cfg, params = _load_pth(path)
-    check_params(params, cfg)
+    try:
+        if fmt == "openai":
+            cfg, params = _load_openai(path)
+        elif fmt == "safetensors":
+            cfg, params = _load_safetensors(path / "model.safetensors" if path.is_dir() else path)
+        elif fmt == "npz":
+            cfg, params, _, _ = load_checkpoint(path)
+        else:
+            cfg, params = _load_pth(path)
+        check_params(params, cfg)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, NpgptError):
+            raise
+        # bytes that parse but do not hold what the format promises (fuzzed in tests/parity/test_fuzz_loaders.py)
+        detail = textwrap.shorten(f"{type(exc).__name__}: {exc}", 120, placeholder=" ...")
+        raise NpgptError(f"{path} is not valid {fmt} weights ({detail}); check the file or download it again") from None
     return cfg, params
 
 
