@@ -43,6 +43,9 @@ class Implementation(Protocol):
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(params, AdamW first moments m, second moments v)."""
 
+    # Optional: ``release()`` frees what ``load`` allocated. The engine calls it when it is done
+    # with an implementation, so that two GPT-2-sized implementations are never held at once.
+
 
 def draw_masks(cfg: GPTConfig, B: int, T: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One keep mask per dropout site, with the site's shape; both implementations consume them."""
@@ -70,6 +73,7 @@ class NumpyImpl:
 
     def loss_and_grads(self, ids, targets, masks):
         self.model.train(masks is not None)
+        self.grads = {}  # the last call's gradients go before this call's are made
         loss, self.grads = self.model.loss_and_grads(ids, targets, masks=masks)
         return loss, self.grads
 
@@ -79,6 +83,11 @@ class NumpyImpl:
     def optimizer_step(self) -> None:
         assert self.optimizer is not None, "call init_optimizer first"
         self.optimizer.step(self.grads)
+        self.grads = {}  # consumed: do not hold a gradient-sized copy through the next forward
+
+    def release(self) -> None:
+        self.model = self.optimizer = None
+        self.grads = {}
 
     def state(self):
         assert self.optimizer is not None
@@ -147,6 +156,11 @@ class TorchImpl:
 
     def optimizer_step(self) -> None:
         self.optimizer.step()
+        self.model.zero_grad(set_to_none=True)  # consumed: free them before the next forward
+
+    def release(self) -> None:
+        self.model = self.optimizer = None
+        self.queue, self.outputs = [], []
 
     def state(self):
         names = dict(self.model.named_parameters())

@@ -5,6 +5,9 @@ the loss, parameters and AdamW moments after each of k steps (dropout on, shared
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -72,11 +75,41 @@ def random_params(cfg: GPTConfig, seed: int, dtype: np.dtype = np.float64) -> di
     return params
 
 
+class Spill(Mapping[str, np.ndarray]):
+    """Arrays kept on disk (one .npy each, in a temp directory) and read back one at a time, so
+    a run holds one implementation's tensors in memory, not two."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.paths: dict[str, Path] = {}
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        path = self.root / f"{len(self.paths)}.npy"
+        np.save(path, np.asarray(array), allow_pickle=False)
+        self.paths[name] = path
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.load(self.paths[name], allow_pickle=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _release(im: Implementation) -> None:
+    """Free what ``load`` allocated, when the implementation can (``release`` is optional)."""
+    release = getattr(im, "release", None)
+    if release is not None:
+        release()
+
+
 def run_check(
     impl: Implementation,
     ref: Implementation,
     cfg: GPTConfig,
-    params: dict[str, np.ndarray],
+    params: Mapping[str, np.ndarray],
     ids: np.ndarray,
     targets: np.ndarray,
     dtype: str | np.dtype,
@@ -84,53 +117,94 @@ def run_check(
     seed: int = 0,
     lr: float = 4e-4,
     weight_decay: float = 0.1,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
-    """Compare ``impl`` against ``ref`` (the reference, torch by default) and return the rows."""
-    dt = np.dtype(dtype)
-    rows: list[Comparison] = []
-    for im in (impl, ref):
-        im.load(cfg, params, dt)
+    """Compare ``impl`` against ``ref`` (the reference) and return the rows.
 
-    # forward, eval mode: every block's residual output, then the logits
-    (logits_a, blocks_a), (logits_b, blocks_b) = impl.forward(ids), ref.forward(ids)
-    tol = tolerance(dt, "model")
-    for i, (a, b) in enumerate(zip(blocks_a, blocks_b, strict=True)):
-        rows.append(compare(f"trf_blocks.{i} output", a, b, tol))
-    rows.append(compare("logits", logits_a, logits_b, tol))
+    The two run one after the other: ``ref`` first, every tensor it produces written to a temp
+    directory; it is released; then ``impl`` runs the same sequence and each of its tensors is
+    compared with the reference's as it is produced. Peak memory is one implementation's
+    parameters, gradients and AdamW moments, not two (the temp directory holds about six times
+    the weights' size until the comparison ends)."""
+    say = progress or (lambda msg: None)
+    with tempfile.TemporaryDirectory(prefix="npgpt-check-") as tmp:
+        store = Spill(tmp)
+        say(f"{ref.name}: running the reference")
+        _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say)
+        _release(ref)
+        say(f"{impl.name}: running and comparing")
+        report = _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say)
+        _release(impl)
+    return report
 
-    # loss and all gradients, eval mode
-    (loss_a, grads_a), (loss_b, grads_b) = (
-        impl.loss_and_grads(ids, targets, None),
-        ref.loss_and_grads(ids, targets, None),
-    )
-    rows.append(compare("loss", np.float64(loss_a), np.float64(loss_b), tolerance(dt, "loss")))
-    for key in grads_b:
-        rows.append(compare(f"grad {key}", grads_a[key], grads_b[key], tol))
 
-    # k AdamW steps in train mode, dropout on with shared masks, a fresh batch every step (one
-    # batch repeated would be memorised and drive the loss towards 0, where relative error is moot)
+def _steps(cfg: GPTConfig, ids: np.ndarray, targets: np.ndarray, steps: int, seed: int) -> Iterator[tuple]:
+    """The k training batches and dropout masks: a fresh batch every step (one batch repeated would
+    be memorised and drive the loss towards 0, where relative error is moot), drawn from ``seed``
+    so that both runs see the same ones."""
     rng = np.random.default_rng(seed)
-    for im in (impl, ref):
-        im.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
     for step in range(steps):
         step_ids = rng.integers(0, cfg.vocab_size, ids.shape) if step else ids
         step_targets = rng.integers(0, cfg.vocab_size, ids.shape) if step else targets
         masks = draw_masks(cfg, *ids.shape, rng) if cfg.drop_rate > 0 else None
-        loss_a, _ = impl.loss_and_grads(step_ids, step_targets, masks)
-        loss_b, _ = ref.loss_and_grads(step_ids, step_targets, masks)
-        impl.optimizer_step()
+        yield step_ids, step_targets, masks
+
+
+def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say) -> None:
+    ref.load(cfg, params, np.dtype(dtype))
+    logits, blocks = ref.forward(ids)  # eval mode: every block's residual output, then the logits
+    for i, block in enumerate(blocks):
+        store.put(f"trf_blocks.{i} output", block)
+    store.put("logits", logits)
+    del logits, blocks
+    loss, grads = ref.loss_and_grads(ids, targets, None)  # eval mode
+    store.put("loss", np.float64(loss))
+    for key, grad in grads.items():
+        store.put(f"grad {key}", grad)
+    del grads
+    ref.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
+    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed)):
+        loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
         ref.optimizer_step()
-        rows.append(
-            compare(f"step {step + 1} loss", np.float64(loss_a), np.float64(loss_b), tolerance(dt, "step_loss"))
-        )
+        store.put(f"step {step + 1} loss", np.float64(loss))
+        say(f"{ref.name}: step {step + 1}/{steps}")
+    if steps:
+        for what, tensors in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
+            for key, value in tensors.items():
+                store.put(f"{what} {key} @ step {steps}", value)
+
+
+def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say) -> Report:
+    dt = np.dtype(dtype)
+    rows: list[Comparison] = []
+    tol = tolerance(dt, "model")
+    impl.load(cfg, params, dt)
+    logits, blocks = impl.forward(ids)
+    for i, block in enumerate(blocks):
+        rows.append(compare(f"trf_blocks.{i} output", block, store[f"trf_blocks.{i} output"], tol))
+    rows.append(compare("logits", logits, store["logits"], tol))
+    del logits, blocks
+    loss, grads = impl.loss_and_grads(ids, targets, None)
+    rows.append(compare("loss", np.float64(loss), store["loss"], tolerance(dt, "loss")))
+    for name in (n for n in store if n.startswith("grad ")):
+        rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
+    del grads
+    impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
+    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed)):
+        loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
+        impl.optimizer_step()
+        name = f"step {step + 1} loss"
+        rows.append(compare(name, np.float64(loss), store[name], tolerance(dt, "step_loss")))
+        say(f"{impl.name}: step {step + 1}/{steps}")
     notes = []
     if steps:
         st = tolerance(dt, "state")
         skipped = [k for k in params if k.endswith(ZERO_GRADIENT)] if st.norm else []
-        for what, a, b in zip(("param", "adam m", "adam v"), impl.state(), ref.state(), strict=True):
-            for key in b:
+        for what, tensors in zip(("param", "adam m", "adam v"), impl.state(), strict=True):
+            for name in (n for n in store if n.startswith(f"{what} ")):
+                key = name.removeprefix(f"{what} ").removesuffix(f" @ step {steps}")
                 if key not in skipped:
-                    rows.append(compare(f"{what} {key} @ step {steps}", a[key], b[key], st))
+                    rows.append(compare(name, tensors[key], store[name], st))
         if skipped:
             notes.append(
                 f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "

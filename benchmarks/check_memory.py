@@ -1,0 +1,53 @@
+"""Peak resident memory and wall time of the main job, `npgpt check` with its defaults (GPT-2
+small's shape, float64, 10 AdamW steps), run as a user runs it: a child process, measured from
+outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md}.
+
+    python benchmarks/check_memory.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from parity.bench import machine
+
+
+def main() -> int:
+    cmd = [sys.executable, "-m", "parity.cli", "check", "--quiet"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    m = machine()
+    result = {
+        "command": "npgpt check --quiet",
+        "exit_code": done.returncode,
+        "wall_s": wall,
+        "peak_rss_bytes": peak,
+        "machine": m,
+        "date": time.strftime("%Y-%m-%d"),
+        "summary": [line for line in done.stdout.splitlines() if "PASS" in line or "FAIL" in line],
+    }
+    vendor = "amd" if "AMD" in m["cpu"] else "intel" if "Intel" in m["cpu"] else "cpu"
+    stem = Path("benchmarks/results") / f"check-memory-{vendor}-{os.cpu_count()}core"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(
+        f"# `npgpt check` (defaults) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
+        f"| exit code | wall time | peak resident memory |\n|---|---|---|\n"
+        f"| {done.returncode} | {wall:.0f} s | {peak / 1e9:.2f} GB ({peak / 2**30:.2f} GiB) |\n\n"
+        + "\n".join(f"- {line}" for line in result["summary"])
+        + "\n"
+    )
+    print(stem.with_suffix(".md").read_text())
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
