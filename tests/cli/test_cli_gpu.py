@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from parity.cli import main  # noqa: E402
-from tests.cli.test_cli_torch import STORY, TINY, npgpt  # noqa: E402
+from tests.cli.test_cli_torch import STORY, TINY, npgpt, torchrun  # noqa: E402
 from torchgpt import load_checkpoint  # noqa: E402
 
 pytestmark = [
@@ -54,11 +52,7 @@ def test_torchrun_one_process_runs_ddp_over_nccl_and_equals_a_plain_run(tmp_path
     common = ["--impl", "torch", "--device", "cuda", *TINY, "--text", "story.txt", "--drop-rate", "0"]
     common += ["--batch-size", "4", "--max-steps", "3", "--epochs", "3"]
     assert npgpt("train", *common, "--out", "plain", cwd=tmp_path).returncode == 0
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-    ddp = subprocess.run(
-        [*launch, "-m", "parity.cli", "train", *common, "--out", "ddp"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    ddp = torchrun(1, "train", *common, "--out", "ddp", cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert "DDP over 1 process(es), nccl" in ddp.stdout
     plain, one = (load_checkpoint(tmp_path / d / "checkpoint.pth") for d in ("plain", "ddp"))

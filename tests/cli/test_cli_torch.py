@@ -22,6 +22,13 @@ def npgpt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
+def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node N -m parity.cli ARGS``."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [*launch, "-m", "parity.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_train_and_generate_with_torch(tmp_path):
     run = npgpt("train", "--impl", "torch", "--device", "cpu", *TINY, "--epochs", "2", "--out", "run", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -76,11 +83,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     common += ["--batch-size", "4", "--max-steps", "3"]
     single = npgpt("train", *common, "--out", "one", cwd=tmp_path)
     assert single.returncode == 0, single.stderr
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    ddp = subprocess.run(
-        [*launch, "-m", "parity.cli", "train", *common, "--out", "two"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    ddp = torchrun(2, "train", *common, "--out", "two", cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert "DDP over 2 process(es), gloo" in ddp.stdout
     assert ddp.stdout.count("Ep 1 (Step 000000)") == 1  # only rank 0 logs

@@ -111,3 +111,33 @@ def test_openai_checkpoint_files(tmp_path, name):
         _exercise(model_dir / name, data.draw(damage(good)), load_weights)
 
     run()
+
+
+def test_the_trials_named_inputs_are_one_line_errors(tmp_path):
+    """Inputs the trial found ending in tracebacks: npz metadata that is not JSON, hparams.json
+    without n_head or not JSON, a safetensors c_attn.weight of the wrong shape."""
+    (tmp_path / "w.npz").write_bytes(GOOD_NPZ)
+    with np.load(tmp_path / "w.npz") as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["meta"] = np.frombuffer(b"{not json", dtype=np.uint8)
+    np.savez(tmp_path / "garbage.npz", **arrays)
+    with pytest.raises(NpgptError, match="damaged meta record"):
+        load_npz(tmp_path / "garbage.npz")
+    st = pytest.importorskip("safetensors.numpy")
+    good = tmp_path / "w.safetensors"
+    save_weights(good, CFG, _params())
+    tensors = st.load_file(str(good))
+    name = next(k for k in tensors if k.endswith("attn.c_attn.weight"))
+    tensors[name] = np.ascontiguousarray(tensors[name][:, :-1])
+    st.save_file(tensors, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(NpgptError):
+        load_weights(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("hparams", ['{"n_vocab": 29}', "not json"])
+def test_openai_hparams_without_n_head_or_not_json(tmp_path, hparams):
+    pytest.importorskip("tensorflow")
+    model_dir = save_weights(tmp_path / "oa", CFG, _params())
+    (model_dir / "hparams.json").write_text(hparams)
+    with pytest.raises(NpgptError, match="is not valid openai weights"):
+        load_weights(model_dir)
