@@ -26,14 +26,16 @@ from npgpt.errors import NpgptError
 from npgpt.params import check_params
 
 FORMAT = "npgpt-checkpoint-v1"
+TMP_TAG = ".npgpt-partial-"  # in the name of every temp file atomic_write makes, and only those
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Delete temp files that an earlier, killed ``atomic_write`` of ``path`` left behind: only
-    names of our own making (``<name>.<8 characters>.tmp``, what mkstemp gives us), nothing else."""
+    names of our own making (``<name>.npgpt-partial-<8 characters>.tmp``), nothing else: a user's
+    ``<name>.backup01.tmp`` is not ours and stays."""
     path = Path(path)
-    pattern = re.compile(re.escape(path.name) + r"\.[A-Za-z0-9_]{8}\.tmp")
-    stale = [p for p in path.parent.glob(f"{glob.escape(path.name)}.*.tmp") if pattern.fullmatch(p.name)]
+    pattern = re.compile(re.escape(path.name + TMP_TAG) + r"[a-z0-9_]{8}\.tmp")
+    stale = [p for p in path.parent.glob(f"{glob.escape(path.name + TMP_TAG)}*.tmp") if pattern.fullmatch(p.name)]
     for p in stale:
         p.unlink(missing_ok=True)
         print(f"npgpt: removed {p}, left by an interrupted save", file=sys.stderr)
@@ -46,7 +48,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + TMP_TAG, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -229,8 +229,11 @@ def train_model(
                 loss = calc_loss_batch(input_batch, target_batch, model, device, amp_dtype) / accumulation_steps
                 loss.backward()
                 step_loss += loss.item()
-            clip = grad_clip if grad_clip is not None and global_step >= warmup_steps else math.inf
-            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip))  # before clipping
+            if grad_clip is not None and global_step >= warmup_steps:
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip))  # pre-clip
+            else:  # the same global norm, without clip_grad_norm_'s multiply-by-1 pass over every gradient
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
             for what, value in (("the training loss", step_loss), ("the gradient norm", norm)):
                 if not math.isfinite(value):
                     raise diverge(what, value, global_step)

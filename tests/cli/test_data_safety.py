@@ -226,11 +226,15 @@ def test_a_killed_save_leaves_no_orphan_on_the_next_save(tmp_path, capsys):
     from npgpt.checkpoint import save_checkpoint
 
     params = {k: v.astype(np.float32) for k, v in random_params(TINY, 0).items()}
-    fd, orphan = tempfile.mkstemp(dir=tmp_path, prefix="w.npz.", suffix=".tmp")  # what a killed save leaves
+    from npgpt.checkpoint import TMP_TAG
+
+    fd, orphan = tempfile.mkstemp(dir=tmp_path, prefix="w.npz" + TMP_TAG, suffix=".tmp")  # a killed save's
     os.close(fd)
-    (tmp_path / "w.npz.mine.tmp").write_text("a user's file that only looks similar")
+    mine = [tmp_path / "w.npz.mine.tmp", tmp_path / "w.npz.backup01.tmp"]  # a user's, only similar
+    for path in mine:
+        path.write_text("mine")
     save_checkpoint(tmp_path / "w.npz", TINY, params)
-    assert not Path(orphan).exists() and (tmp_path / "w.npz.mine.tmp").exists()
+    assert not Path(orphan).exists() and all(p.read_text() == "mine" for p in mine)
     assert f"removed {orphan}, left by an interrupted save" in capsys.readouterr().err
 
 
