@@ -22,12 +22,13 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --memray --most-allocations=3
 
 bench: install
-	$(VENV)/bin/npgpt bench
+	$(PY) -m benchmarks
 
 # never `runs/`: `npgpt train` saves users' runs there; only the demo's own output goes
 clean:

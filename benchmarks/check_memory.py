@@ -2,7 +2,7 @@
 small's shape, float64, 10 AdamW steps), run as a user runs it: a child process, measured from
 outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md}.
 
-    python benchmarks/check_memory.py
+    python -m benchmarks.check_memory
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from parity.bench import machine
+from benchmarks.measure import machine
 
 
 def main() -> int:

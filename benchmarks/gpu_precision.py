@@ -2,7 +2,7 @@
 says what is measured and the criterion). Several seeds, so the ratio the GPU test's MULTIPLE is
 checked against is a spread, not one draw.
 
-    python benchmarks/gpu_precision.py [--config gpt2-small --batch-size 4 --seq-len 256 --seeds 0 1 2]
+    python -m benchmarks.gpu_precision [--config gpt2-small --batch-size 4 --seq-len 256 --seeds 0 1 2]
 
 Writes benchmarks/results/gpu-<name>-precision.{json,md}.
 """

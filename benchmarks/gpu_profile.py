@@ -2,7 +2,7 @@
 sweep (MFU against the bf16 matmul ceiling measured in the same run), then a torch.profiler
 summary of the fastest one, its CUDA kernels grouped by kind.
 
-    python benchmarks/gpu_profile.py [--preset gpt2-small --seq-len 1024 --batch-sizes 16 32]
+    python -m benchmarks.gpu_profile [--preset gpt2-small --seq-len 1024 --batch-sizes 16 32]
 
 Writes benchmarks/results/gpu-<name>-profile.{json,md}. Needs CUDA.
 """
@@ -16,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from parity.bench import _torch_ceiling, flops_per_token, median_time, torch_step
+from benchmarks.ceilings import torch_ceiling
+from benchmarks.cost_model import flops_per_token
+from benchmarks.measure import median_time
+from benchmarks.workers import torch_step
 
 # kernel name -> kind, first match wins
 KINDS = [
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_profile.py needs CUDA", file=sys.stderr)
         return 2
     sync = torch.cuda.synchronize
-    ceiling = _torch_ceiling("cuda", sync)
+    ceiling = torch_ceiling("cuda", sync)
     T = args.seq_len
     sweep = []
     best = None

@@ -2,7 +2,7 @@
 256, seed 123, AdamW 4e-4, dropout 0.1) in npgpt and in the book's torch model, with the same
 initial weights, batches and dropout masks, and print both losses at every step.
 
-    python benchmarks/verdict_parity.py [--steps 22]
+    python -m benchmarks.verdict_parity [--steps 22]
 
 Writes benchmarks/results/verdict_parity.txt. It answers one question about the README's loss
 plot: is the loss spike near step 20 npgpt's doing, or the run's dynamics?

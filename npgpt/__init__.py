@@ -9,7 +9,7 @@ from npgpt.data import DataLoader, GPTDatasetV1, create_dataloader_v1, train_val
 from npgpt.errors import NpgptError
 from npgpt.finite_diff import check_model, gradcheck, rel_error
 from npgpt.generate import generate, generate_text_simple
-from npgpt.layers.gpt_model import KVCache
+from npgpt.layers.kv_cache import KVCache
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW, clip_grad_norm
 from npgpt.params import init_params, num_params, param_shapes

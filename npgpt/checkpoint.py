@@ -8,13 +8,7 @@ a UTF-8 JSON document stored as uint8 (config, step counters, histories, RNG sta
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import re
-import shutil
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,65 +17,10 @@ import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
+from npgpt.files import atomic_write
 from npgpt.params import check_params
 
 FORMAT = "npgpt-checkpoint-v1"
-TMP_TAG = ".npgpt-partial-"  # in the name of every temp file atomic_write makes, and only those
-
-
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete temp files that an earlier, killed ``atomic_write`` of ``path`` left behind: only
-    names of our own making (``<name>.npgpt-partial-<8 characters>.tmp``), nothing else: a user's
-    ``<name>.backup01.tmp`` is not ours and stays."""
-    path = Path(path)
-    pattern = re.compile(re.escape(path.name + TMP_TAG) + r"[a-z0-9_]{8}\.tmp")
-    stale = [p for p in path.parent.glob(f"{glob.escape(path.name + TMP_TAG)}*.tmp") if pattern.fullmatch(p.name)]
-    for p in stale:
-        p.unlink(missing_ok=True)
-        print(f"npgpt: removed {p}, left by an interrupted save", file=sys.stderr)
-    return stale
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename over ``path``.
-    Temporaries of earlier saves that were killed mid-write are removed first (and said so)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + TMP_TAG, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def check_output_dir(out: str | Path, need_bytes: int) -> None:
-    """Before the first step: ``out`` can be created and written, and has room for a checkpoint of
-    ``need_bytes`` (twice that while the new one is written beside the old)."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".npgpt-write-test.")
-        os.close(fd)
-        os.unlink(probe)  # our own probe file
-    except OSError as exc:
-        raise NpgptError(f"--out {out}: cannot write there ({exc.strerror}); choose another directory") from None
-    free = shutil.disk_usage(out).free
-    if free < 2 * need_bytes:
-        raise NpgptError(
-            f"--out {out}: {free / 1e9:.2f} GB free, a checkpoint needs {need_bytes / 1e9:.2f} GB "
-            f"(twice that while it is replaced); free space or choose another directory"
-        )
 
 
 def save_checkpoint(

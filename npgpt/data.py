@@ -6,12 +6,18 @@ Shapes: N windows, T = max_length, B batch_size.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib import resources
 
 import numpy as np
 import tiktoken
 
 from npgpt.errors import NpgptError
 from npgpt.tokenizer import ENDOFTEXT, get_tokenizer
+
+
+def embedded_text() -> str:
+    """A short original story shipped with the package: the default training text."""
+    return (resources.files("npgpt") / "data" / "sample.txt").read_text(encoding="utf-8")
 
 
 class GPTDatasetV1:

@@ -1,7 +1,7 @@
 """Finite-difference gradient checks (``npgpt.gradcheck``), usable on any layer or on a whole model.
 
 Centered differences in float64: ``(f(x + h e) - f(x - h e)) / 2h`` has error O(h^2), so with
-h = 1e-6 a correct backward agrees to roughly 1e-8 relative. The error metric is CS231n's
+h = 1e-5 (the default) a correct backward agrees to roughly 1e-8 relative. The error metric is CS231n's
 relative error ``|a - n| / max(|a|, |n|)``.
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from npgpt.errors import NpgptError
 from npgpt.layers.cross_entropy import softmax
-from npgpt.layers.gpt_model import KVCache
+from npgpt.layers.kv_cache import KVCache
 from npgpt.model import GPTModel
 
 

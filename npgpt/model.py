@@ -9,6 +9,7 @@ import numpy as np
 from npgpt.config import GPTConfig, as_config
 from npgpt.errors import NpgptError
 from npgpt.layers import cross_entropy, gpt_model
+from npgpt.layers.kv_cache import KVCache
 from npgpt.params import check_ids, check_params, init_params, num_params
 
 
@@ -52,7 +53,7 @@ class GPTModel:
         self,
         ids: np.ndarray,
         masks: dict[str, np.ndarray] | None = None,
-        kv_cache: gpt_model.KVCache | None = None,
+        kv_cache: KVCache | None = None,
     ) -> tuple[np.ndarray, gpt_model.Cache]:
         """ids (B, T) -> (logits (B, T, V), cache for backward)."""
         ids = check_ids(ids, self.cfg, 0 if kv_cache is None else kv_cache.length)
@@ -63,7 +64,7 @@ class GPTModel:
         return logits, cache
 
     def __call__(
-        self, ids: np.ndarray, masks: dict[str, np.ndarray] | None = None, kv_cache: gpt_model.KVCache | None = None
+        self, ids: np.ndarray, masks: dict[str, np.ndarray] | None = None, kv_cache: KVCache | None = None
     ) -> np.ndarray:
         return self.forward(ids, masks, kv_cache)[0]
 

@@ -32,11 +32,11 @@ def to_torch(cfg: GPTConfig | dict[str, Any], params: dict[str, np.ndarray], dty
 
 def to_numpy(model: Any) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     """(cfg, params) from a torchgpt.GPTModel (DDP- and compile-wrapped models are unwrapped)."""
-    from parity.adapters import _cfg_of
+    from torchgpt.model import config_of
 
     raw = getattr(model, "module", model)
     raw = getattr(raw, "_orig_mod", raw)
-    cfg = _cfg_of(raw)
+    cfg = config_of(raw)
     params = {k: v.detach().cpu().numpy().copy() for k, v in raw.state_dict().items() if not k.endswith(".att.mask")}
     check_params(params, cfg)
     return cfg, params

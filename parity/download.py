@@ -25,7 +25,6 @@ from pathlib import Path
 from npgpt.errors import NpgptError
 from npgpt.tokenizer import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256
 
-SIZES = ("124M", "355M", "774M", "1558M")
 OPENAI_BASE = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 OPENAI_FILES = (
     "checkpoint",
@@ -37,8 +36,11 @@ OPENAI_FILES = (
     "vocab.bpe",
 )
 HF_BASE = "https://huggingface.co"
+# The downloadable sizes, declared once: OpenAI's folder name -> the Hugging Face repository.
 HF_REPOS = {"124M": "openai-community/gpt2", "355M": "openai-community/gpt2-medium",
             "774M": "openai-community/gpt2-large", "1558M": "openai-community/gpt2-xl"}  # fmt: skip
+SIZES = tuple(HF_REPOS)
+SOURCES = ("openai", "hf")
 HF_FILES = ("config.json", "model.safetensors")
 # Sizes and hashes known in advance; other files are checked against the server's Content-Length.
 EXPECTED_BYTES = {

@@ -31,7 +31,8 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn, max_layers: int = 2, dropout: bool = False, min_emb_dim: int = 1) -> Case:
-    """``min_emb_dim``: the float32 training tier needs emb_dim >= 4. With C <= 2 LayerNorm's
+    """``min_emb_dim``: the float32 training tier (and float32 components with a LayerNorm
+    inside) needs emb_dim >= 4. With C <= 2 LayerNorm's
     output does not depend on its input (C=1: 0; C=2: +-1), so every gradient below the first
     LayerNorm is pure round-off, which AdamW normalises into O(lr) steps in a round-off-chosen
     direction: not comparable between any two float32 implementations. float64 covers them."""

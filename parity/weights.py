@@ -12,43 +12,55 @@ Every writer is atomic: a temp file or directory, then a rename.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from npgpt.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from npgpt.checkpoint import load_checkpoint, save_checkpoint
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
+from npgpt.files import atomic_write
 from npgpt.params import check_params
 from parity.mapping import KNOWN_HEADS, from_gpt2, gpt2_to_hf_names, hf_to_gpt2_names, to_gpt2
 
-FORMATS = ("openai", "safetensors", "npz", "pth")
+
+@dataclasses.dataclass(frozen=True)
+class WeightFormat:
+    """One weights format: how to recognise it, read it and write it. ``FORMATS`` (the registry,
+    at the end of this module) is the one list that the loader, the writer, ``npgpt convert``'s
+    choices and the docs read; a new format is one entry there (docs/contributing.md)."""
+
+    name: str
+    suffixes: tuple[str, ...]  # file suffixes; () for a directory format
+    marker: str  # the file that identifies a directory in this format
+    description: str
+    load: Callable[[Path], tuple[GPTConfig, dict[str, np.ndarray]]]
+    save: Callable[[Path, GPTConfig, dict[str, np.ndarray]], None]
 
 
 def detect_format(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir():
-        if (path / "hparams.json").is_file():
-            return "openai"
-        if (path / "model.safetensors").is_file():
-            return "safetensors"
-        raise NpgptError(f"{path} holds neither an OpenAI checkpoint (hparams.json) nor model.safetensors")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix == ".npz":
-        return "npz"
-    if suffix in (".pth", ".pt"):
-        return "pth"
+        for fmt in FORMATS.values():
+            if (path / fmt.marker).is_file():
+                return fmt.name
+        markers = " or ".join(f.marker for f in FORMATS.values() if f.marker)
+        raise NpgptError(f"{path} is a directory without {markers}")
+    for fmt in FORMATS.values():
+        if path.suffix.lower() in fmt.suffixes:
+            return fmt.name
     if not path.exists():
         raise NpgptError(f"{path} does not exist")
-    raise NpgptError(f"cannot tell the format of {path}; use a directory, .safetensors, .npz or .pth")
+    known = ", ".join(x for f in FORMATS.values() for x in f.suffixes)
+    raise NpgptError(f"cannot tell the format of {path}; use an OpenAI checkpoint directory or a {known} file")
 
 
 def load_weights(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
@@ -57,15 +69,10 @@ def load_weights(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     if not path.exists():
         raise NpgptError(f"weights {path} do not exist")
     fmt = detect_format(path)
+    if path.is_dir() and fmt != "openai":
+        path = path / FORMATS[fmt].marker
     try:
-        if fmt == "openai":
-            cfg, params = _load_openai(path)
-        elif fmt == "safetensors":
-            cfg, params = _load_safetensors(path / "model.safetensors" if path.is_dir() else path)
-        elif fmt == "npz":
-            cfg, params, _, _ = load_checkpoint(path)
-        else:
-            cfg, params = _load_pth(path)
+        cfg, params = FORMATS[fmt].load(path)
         check_params(params, cfg)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, NpgptError):
@@ -94,17 +101,10 @@ def save_weights(
     check_destination(path, overwrite)
     fmt = format or ("openai" if path.suffix == "" else detect_format(path))
     if fmt not in FORMATS:
-        raise NpgptError(f"unknown weights format {fmt!r}; choose one of {FORMATS}")
+        raise NpgptError(f"unknown weights format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "openai" and path.exists():
         raise NpgptError(f"{path} exists and is not a directory; an OpenAI checkpoint needs a new directory name")
-    if fmt == "openai":
-        _save_openai(path, cfg, params)
-    elif fmt == "safetensors":
-        _save_safetensors(path, cfg, params)
-    elif fmt == "npz":
-        save_checkpoint(path, cfg, params)
-    else:
-        _save_pth(path, cfg, params)
+    FORMATS[fmt].save(path, cfg, params)
     return path
 
 
@@ -265,3 +265,25 @@ def _save_pth(path: Path, cfg: GPTConfig, params: dict[str, np.ndarray]) -> None
     except ImportError:
         raise NpgptError(".pth weights need PyTorch; pip install 'npgpt[torch]'") from None
     save_torch(path, to_torch(cfg, params), config=cfg.to_dict())
+
+
+def _load_npz(path: Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
+    cfg, params, _, _ = load_checkpoint(path)
+    return cfg, params
+
+
+FORMATS: dict[str, WeightFormat] = {
+    f.name: f
+    for f in (
+        WeightFormat(
+            "openai", (), "hparams.json", "OpenAI's TensorFlow checkpoint directory (the openai extra)",
+            _load_openai, _save_openai,
+        ),
+        WeightFormat(
+            "safetensors", (".safetensors",), "model.safetensors",
+            "Hugging Face GPT2LMHeadModel weights (the hf extra)", _load_safetensors, _save_safetensors,
+        ),
+        WeightFormat("npz", (".npz",), "", "npgpt's checkpoint (npgpt generate reads it)", _load_npz, save_checkpoint),
+        WeightFormat("pth", (".pth", ".pt"), "", "torchgpt's checkpoint or a bare state_dict", _load_pth, _save_pth),
+    )
+}  # fmt: skip

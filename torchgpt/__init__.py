@@ -1,9 +1,9 @@
 """torchgpt: the book's GPT-2 in PyTorch (chapters 4-5, appendix D), with opt-in fast paths.
 
-Imports npgpt only for shared non-math helpers (config, tokenizer, data windows, schedule).
+It borrows from npgpt only what holds no model math: the config, tokenizer, text split,
+schedule formula, errors and safe file writing (the list is a contract in pyproject.toml).
 """
 
-from npgpt.plot import plot_losses
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from torchgpt.data import GPTDatasetV1, create_dataloader_v1
 from torchgpt.device import pick_device
@@ -52,7 +52,6 @@ __all__ = [
     "load_model_state",
     "make_adamw",
     "pick_device",
-    "plot_losses",
     "save_checkpoint",
     "set_attention",
     "text_to_token_ids",

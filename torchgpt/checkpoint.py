@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from npgpt.checkpoint import atomic_write
 from npgpt.errors import NpgptError
+from npgpt.files import atomic_write
 
 
 def save_checkpoint(

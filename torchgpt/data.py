@@ -1,4 +1,5 @@
-"""Chapter 2's Dataset and DataLoader in torch, over the same windows as npgpt.data."""
+"""Chapter 2's Dataset and DataLoader in torch: torchgpt's own windows (not npgpt.data's), so a
+comparison of the two pipelines means something."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from npgpt import data as np_data
+from npgpt.errors import NpgptError
 from npgpt.tokenizer import get_tokenizer
 
 
@@ -14,10 +15,17 @@ class GPTDatasetV1(Dataset):
     """``input_ids[i]`` and ``target_ids[i]`` (shifted by one) for windows i*stride ... (the book's)."""
 
     def __init__(self, txt: str, tokenizer: tiktoken.Encoding, max_length: int, stride: int) -> None:
-        windows = np_data.GPTDatasetV1(txt, tokenizer, max_length, stride)
+        if max_length < 1 or stride < 1:
+            raise NpgptError(f"max_length ({max_length}) and stride ({stride}) must be positive")
         self.tokenizer = tokenizer
-        self.input_ids = torch.from_numpy(windows.input_ids)  # (N, T) int64
-        self.target_ids = torch.from_numpy(windows.target_ids)  # (N, T) int64
+        token_ids = tokenizer.encode(txt, allowed_special={"<|endoftext|>"})
+        inputs, targets = [], []
+        for i in range(0, len(token_ids) - max_length, stride):
+            inputs.append(torch.tensor(token_ids[i : i + max_length]))
+            targets.append(torch.tensor(token_ids[i + 1 : i + max_length + 1]))
+        # stacked: (N, T) int64 each; empty (0, T) when the text is shorter than one window
+        self.input_ids = torch.stack(inputs) if inputs else torch.empty(0, max_length, dtype=torch.long)
+        self.target_ids = torch.stack(targets) if targets else torch.empty(0, max_length, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -166,6 +166,20 @@ class GPTModel(nn.Module):
         return self.out_head(x)  # (B, T, V)
 
 
+def config_of(model: GPTModel) -> GPTConfig:
+    """The configuration a GPTModel was built with, read back from its modules."""
+    att = model.trf_blocks[0].att
+    return GPTConfig(
+        vocab_size=model.tok_emb.num_embeddings,
+        context_length=model.pos_emb.num_embeddings,
+        emb_dim=model.tok_emb.embedding_dim,
+        n_heads=att.num_heads,
+        n_layers=len(model.trf_blocks),
+        drop_rate=att.dropout.p if hasattr(att.dropout, "p") else 0.0,
+        qkv_bias=att.W_query.bias is not None,
+    )
+
+
 class LayerKVCache:
     """Keys and values of one attention layer, preallocated to the context length."""
 

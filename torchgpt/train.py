@@ -21,7 +21,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from npgpt.errors import NpgptError, diverged
-from npgpt.schedule import lr_at
 from npgpt.tokenizer import text_to_token_ids as _np_text_to_ids
 from torchgpt.generate import generate_text_simple
 
@@ -34,6 +33,18 @@ def text_to_token_ids(text: str, tokenizer: tiktoken.Encoding) -> torch.Tensor:
 def token_ids_to_text(token_ids: torch.Tensor, tokenizer: tiktoken.Encoding) -> str:
     """(1, T) or (T,) tensor -> text."""
     return tokenizer.decode(token_ids.squeeze(0).tolist())
+
+
+def warmup_cosine_lr(
+    global_step: int, peak_lr: float, total_training_steps: int, warmup_steps: int, initial_lr: float, min_lr: float
+) -> float:
+    """Appendix D's learning rate, computed as the book's loop does (torchgpt's own copy: the
+    check compares it with npgpt.schedule): a linear ramp by a fixed increment, then a cosine."""
+    if global_step < warmup_steps:
+        lr_increment = (peak_lr - initial_lr) / warmup_steps
+        return initial_lr + global_step * lr_increment
+    progress = (global_step - warmup_steps) / max(total_training_steps - warmup_steps, 1)
+    return min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -210,14 +221,7 @@ def train_model(
                 continue
             t0 = time.perf_counter()
             if schedule == "cosine":
-                lr = lr_at(
-                    global_step,
-                    peak_lr=peak_lr,
-                    total_steps=total_training_steps,
-                    warmup_steps=warmup_steps,
-                    initial_lr=initial_lr,
-                    min_lr=min_lr,
-                )
+                lr = warmup_cosine_lr(global_step, peak_lr, total_training_steps, warmup_steps, initial_lr, min_lr)
             else:
                 lr = peak_lr
             for param_group in optimizer.param_groups:

@@ -1,9 +1,10 @@
 """Forward/backward pairs, one module per book class.
 
 Every module exposes ``forward(...) -> (out, cache)`` and ``backward(dout, cache) -> grads``.
-Leaf layers take arrays; composite layers take ``(params, prefix)`` and read the book's
-state_dict keys literally. See docs/conventions.md for shapes and names, docs/math/ for the
-derivations the backward passes implement.
+Leaf layers take arrays; composite layers take ``(params, prefix)``, read the book's
+state_dict keys literally, and keep the prefix in their cache so that backward returns gradients
+under the same keys. ``kv_cache`` holds generation's keys and values. See docs/conventions.md
+for shapes and names, docs/math/README.md for the derivation of each backward pass.
 """
 
 from npgpt.layers import (
@@ -13,6 +14,7 @@ from npgpt.layers import (
     feed_forward,
     gelu,
     gpt_model,
+    kv_cache,
     layer_norm,
     linear,
     multi_head_attention,
@@ -26,6 +28,7 @@ __all__ = [
     "feed_forward",
     "gelu",
     "gpt_model",
+    "kv_cache",
     "layer_norm",
     "linear",
     "multi_head_attention",

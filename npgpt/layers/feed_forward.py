@@ -17,6 +17,7 @@ class Cache(NamedTuple):
     fc_cache: linear.Cache
     gelu_cache: gelu.Cache
     proj_cache: linear.Cache
+    prefix: str  # the state_dict prefix the gradients are keyed by
 
 
 def forward(x: np.ndarray, params: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, Cache]:
@@ -26,11 +27,12 @@ def forward(x: np.ndarray, params: dict[str, np.ndarray], prefix: str) -> tuple[
     out, proj_cache = linear.forward(
         a, params[f"{prefix}layers.2.weight"], params[f"{prefix}layers.2.bias"]
     )  # (B, T, C)
-    return out, Cache(fc_cache, gelu_cache, proj_cache)
+    return out, Cache(fc_cache, gelu_cache, proj_cache, prefix)
 
 
-def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns ``(dx, grads)``; the three forward lines inverted in reverse order."""
+    prefix = cache.prefix
     # out = layers.2(a)
     da, dW2, db2 = linear.backward(dout, cache.proj_cache)  # (B, T, F)
     # a = gelu(h)

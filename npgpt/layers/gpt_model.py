@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from npgpt.config import GPTConfig
-from npgpt.layers import dropout, embedding, layer_norm, linear, multi_head_attention, transformer_block
+from npgpt.layers import dropout, embedding, layer_norm, linear, transformer_block
+from npgpt.layers.kv_cache import KVCache
 
 EMB_DROP = "drop_emb"
 
@@ -30,25 +31,6 @@ def dropout_sites(cfg: GPTConfig) -> list[str]:
             prefix + transformer_block.SHORTCUT_DROP_2,
         ]
     return sites
-
-
-class KVCache:
-    """Per-layer keys and values for incremental generation; ``length`` positions are filled."""
-
-    def __init__(self, cfg: GPTConfig, batch_size: int, dtype: np.dtype) -> None:
-        self.layers = [
-            multi_head_attention.LayerKV(batch_size, cfg.n_heads, cfg.context_length, cfg.head_dim, dtype)
-            for _ in range(cfg.n_layers)
-        ]
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
-
-    def reset(self) -> None:
-        """Forget every cached position (the buffers are reused)."""
-        for layer in self.layers:
-            layer.length = 0
 
 
 class Cache(NamedTuple):
@@ -121,7 +103,7 @@ def backward(dlogits: np.ndarray, cache: Cache) -> dict[str, np.ndarray]:
     dx, grads["final_norm.scale"], grads["final_norm.shift"] = layer_norm.backward(dx, cache.norm_cache)
     # x = trf_blocks(x), last block first
     for i in reversed(range(len(cache.block_caches))):
-        dx, block_grads = transformer_block.backward(dx, cache.block_caches[i], f"trf_blocks.{i}.")
+        dx, block_grads = transformer_block.backward(dx, cache.block_caches[i])
         grads.update(block_grads)
     # x = drop_emb(tok_embeds + pos_embeds)
     dx = dropout.backward(dx, cache.drop_cache)

@@ -15,28 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from npgpt.layers import dropout, linear
-
-
-class LayerKV:
-    """Keys and values of one attention layer for generation with a KV cache.
-
-    Buffers are preallocated to the context length; ``length`` says how many positions
-    are filled. Appending never reallocates.
-    """
-
-    def __init__(self, B: int, H: int, max_len: int, D: int, dtype: np.dtype) -> None:
-        self.keys = np.zeros((B, H, max_len, D), dtype=dtype)  # (B, H, P, D)
-        self.values = np.zeros((B, H, max_len, D), dtype=dtype)  # (B, H, P, D)
-        self.length = 0
-
-    def append(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Store (B, H, T, D) new keys/values; return views of all S = length + T of them."""
-        T = keys.shape[2]
-        end = self.length + T
-        self.keys[:, :, self.length : end] = keys
-        self.values[:, :, self.length : end] = values
-        self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]  # (B, H, S, D) each
+from npgpt.layers.kv_cache import LayerKV
 
 
 class Cache(NamedTuple):
@@ -50,6 +29,7 @@ class Cache(NamedTuple):
     attn_weights: np.ndarray  # (B, H, T, S) softmax output, before dropout
     drop_cache: dropout.Cache
     dropped_weights: np.ndarray  # (B, H, T, S) after dropout (same array when no dropout)
+    prefix: str  # the state_dict prefix the gradients are keyed by, e.g. "trf_blocks.0.att."
 
 
 def causal_mask(T: int, S: int) -> np.ndarray:
@@ -139,11 +119,13 @@ def forward(
     out, out_cache = linear.forward(
         context_vec, params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
     )
-    cache = Cache(q_cache, k_cache, v_cache, out_cache, queries, keys, values, attn_weights, drop_cache, dropped)
+    cache = Cache(
+        q_cache, k_cache, v_cache, out_cache, queries, keys, values, attn_weights, drop_cache, dropped, prefix
+    )
     return out, cache
 
 
-def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns ``(dx, grads)`` with grads keyed like the state_dict.
 
     Not defined for a forward that used a KV cache (generation only needs the forward).
@@ -151,9 +133,9 @@ def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, d
     grads: dict[str, np.ndarray] = {}
 
     def put(name: str, dW: np.ndarray, db: np.ndarray | None) -> None:
-        grads[f"{prefix}{name}.weight"] = dW
+        grads[f"{cache.prefix}{name}.weight"] = dW
         if db is not None:
-            grads[f"{prefix}{name}.bias"] = db
+            grads[f"{cache.prefix}{name}.bias"] = db
 
     queries, keys, values, attn_weights = cache.queries, cache.keys, cache.values, cache.attn_weights
     D = queries.shape[3]
@@ -168,25 +150,23 @@ def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, d
     dvalues = cache.dropped_weights.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, T) @ (B, H, T, D)
     # dropped = dropout(attn_weights)
     dweights = dropout.backward(ddropped, cache.drop_cache)  # (B, H, T, S)
-    # attn_weights = softmax(scores_scaled)  ->  dscaled = w * (dw - sum(dw * w))
+    # attn_weights = softmax(scaled_scores)  ->  dscaled_scores = w * (dw - sum(dw * w))
     # masked entries have w == 0, so they get zero gradient: the mask needs no extra step.
-    dscores = attn_weights * (dweights - (dweights * attn_weights).sum(axis=-1, keepdims=True))
-    # scores_scaled = scores / sqrt(D)
-    dscores /= math.sqrt(D)  # (B, H, T, S)
-    # scores = queries @ keys^T  ->  dqueries = dscores @ keys,  dkeys = dscores^T @ queries
-    dqueries = dscores @ keys  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
-    dkeys = dscores.transpose(0, 1, 3, 2) @ queries  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)
+    dscaled_scores = attn_weights * (dweights - (dweights * attn_weights).sum(axis=-1, keepdims=True))
+    # scaled_scores = attn_scores / sqrt(D)
+    dattn_scores = dscaled_scores / math.sqrt(D)  # (B, H, T, S)
+    del dscaled_scores
+    # attn_scores = queries @ keys^T  ->  dqueries = dattn_scores @ keys,  dkeys = dattn_scores^T @ queries
+    dqueries = dattn_scores @ keys  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+    dkeys = dattn_scores.transpose(0, 1, 3, 2) @ queries  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)
 
-    # queries = W_query(x), keys = W_key(x), values = W_value(x): x fans out to three
-    # projections, so its gradient is the SUM of the three paths.
-    dx = None
-    for name, dproj, lin_cache in (
-        ("W_query", dqueries, cache.q_cache),
-        ("W_key", dkeys, cache.k_cache),
-        ("W_value", dvalues, cache.v_cache),
-    ):
-        dxi, dW, db = linear.backward(_merge_heads(dproj), lin_cache)  # (B, H, T, D) -> (B, T, C)
-        put(name, dW, db)
-        dx = dxi if dx is None else dx + dxi  # (B, T, C)
-    assert dx is not None
+    # queries = W_query(x), keys = W_key(x), values = W_value(x)
+    dx_q, dW, db = linear.backward(_merge_heads(dqueries), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
+    put("W_query", dW, db)
+    dx_k, dW, db = linear.backward(_merge_heads(dkeys), cache.k_cache)  # (B, T, C)
+    put("W_key", dW, db)
+    dx_v, dW, db = linear.backward(_merge_heads(dvalues), cache.v_cache)  # (B, T, C)
+    put("W_value", dW, db)
+    # x fans out to the three projections, so its gradient is the sum of the three paths
+    dx = dx_q + dx_k + dx_v  # (B, T, C)
     return dx, grads

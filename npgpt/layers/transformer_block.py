@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from npgpt.layers import dropout, feed_forward, layer_norm, multi_head_attention
+from npgpt.layers.kv_cache import LayerKV
 
 # Dropout sites of one block, as suffixes of the block prefix (see gpt_model.dropout_sites).
 ATT_DROP = "att.dropout"
@@ -27,6 +28,7 @@ class Cache(NamedTuple):
     norm2_cache: layer_norm.Cache
     ff_cache: feed_forward.Cache
     drop2_cache: dropout.Cache
+    prefix: str  # the state_dict prefix the gradients are keyed by, e.g. "trf_blocks.0."
 
 
 def forward(
@@ -39,7 +41,7 @@ def forward(
     train: bool = False,
     rng: np.random.Generator | None = None,
     masks: dict[str, np.ndarray] | None = None,
-    kv: multi_head_attention.LayerKV | None = None,
+    kv: LayerKV | None = None,
 ) -> tuple[np.ndarray, Cache]:
     """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask."""
     masks = masks or {}
@@ -56,10 +58,10 @@ def forward(
     h, ff_cache = feed_forward.forward(h, p, f"{prefix}ff.")  # (B, T, C)
     h, drop2_cache = dropout.forward(h, drop_rate, train=train, rng=rng, mask=masks.get(prefix + SHORTCUT_DROP_2))
     out = x + h  # (B, T, C)
-    return out, Cache(norm1_cache, att_cache, drop1_cache, norm2_cache, ff_cache, drop2_cache)
+    return out, Cache(norm1_cache, att_cache, drop1_cache, norm2_cache, ff_cache, drop2_cache, prefix)
 
 
-def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns ``(dx, grads)``.
 
     Each residual ``x_out = x_in + f(x_in)`` sends the upstream gradient down BOTH paths and
@@ -67,14 +69,15 @@ def backward(dout: np.ndarray, cache: Cache, prefix: str) -> tuple[np.ndarray, d
     shortcut's gradient (a classic bug the parity negative controls inject).
     """
     grads: dict[str, np.ndarray] = {}
+    prefix = cache.prefix
     # out = x + drop_shortcut(ff(norm2(x)))
     dh = dropout.backward(dout, cache.drop2_cache)
-    dh, ff_grads = feed_forward.backward(dh, cache.ff_cache, f"{prefix}ff.")
+    dh, ff_grads = feed_forward.backward(dh, cache.ff_cache)
     dh, grads[f"{prefix}norm2.scale"], grads[f"{prefix}norm2.shift"] = layer_norm.backward(dh, cache.norm2_cache)
     dx = dout + dh  # shortcut path + transformed path
     # x = x_in + drop_shortcut(att(norm1(x_in)))
     dh = dropout.backward(dx, cache.drop1_cache)
-    dh, att_grads = multi_head_attention.backward(dh, cache.att_cache, f"{prefix}att.")
+    dh, att_grads = multi_head_attention.backward(dh, cache.att_cache)
     dh, grads[f"{prefix}norm1.scale"], grads[f"{prefix}norm1.shift"] = layer_norm.backward(dh, cache.norm1_cache)
     dx_in = dx + dh
     grads.update(ff_grads)

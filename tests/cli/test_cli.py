@@ -11,21 +11,42 @@ import numpy as np
 import pytest
 
 from npgpt.checkpoint import load_checkpoint
-from npgpt.cli import main
+from parity.cli import main
 
 TINY = ["--config", "tiny", "--context-length", "16", "--epochs", "2", "--eval-freq", "2", "--sample-tokens", "3"]
 
 
 def npgpt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "npgpt.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "parity.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
 
 
-def test_import_npgpt_pulls_in_neither_torch_nor_tensorflow():
-    code = "import sys, npgpt, npgpt.cli; bad = {'torch', 'tensorflow'} & set(sys.modules); print(sorted(bad))"
+def test_the_command_and_npgpt_pull_in_neither_torch_nor_tensorflow():
+    """A NumPy-only install runs train, demo and generate: building the parser imports no torch."""
+    code = (
+        "import sys, npgpt, parity.cli; parity.cli.build_parser(); "
+        "print(sorted({'torch', 'tensorflow'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_numpy_only_install_trains_and_generates_and_says_what_to_install(tmp_path):
+    """torch made unimportable, as on `pip install npgpt` without extras."""
+    no_torch = "import sys; sys.modules['torch'] = None; from parity.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-c", no_torch, *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+
+    assert run("train", *TINY, "--epochs", "1", "--out", "run").returncode == 0
+    gen = run("generate", "--checkpoint", "run/checkpoint.npz", "--max-new-tokens", "3")
+    assert gen.returncode == 0 and gen.stdout.startswith("Every effort moves you"), gen.stderr
+    for args in (["check", "--config", "tiny"], ["train", "--impl", "torch"]):
+        refused = run(*args)
+        err = refused.stderr
+        assert refused.returncode == 2 and err.count("\n") == 1 and "pip install 'npgpt[torch]'" in err, err
 
 
 def test_train_then_generate(tmp_path):

@@ -199,16 +199,21 @@ def test_check_refuses_bad_values_and_an_unwritable_json_before_comparing(tmp_pa
     assert "--steps -1: must be" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
     assert main(["check", "--config", "tiny", "--json", str(tmp_path / "afile" / "r.json")]) == 2
-    assert "cannot write there" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
+    # a file that is not an earlier report is never overwritten, and a refused run creates nothing
+    assert main(["check", "--config", "tiny", "--json", str(tmp_path / "afile")]) == 2
+    assert "not an npgpt check report" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
+    assert main(["check", "--config", "tiny", "--steps", "-1", "--json", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
-    import npgpt.cli
+    from parity.cli import numpy_runs
 
     def boom(args):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(npgpt.cli, "run_generate", boom)
+    monkeypatch.setattr(numpy_runs, "run_generate", boom)
     assert main(["generate", "--checkpoint", "x.npz"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: RuntimeError: simulated bug; traceback in " in err
@@ -226,7 +231,7 @@ def test_a_killed_save_leaves_no_orphan_on_the_next_save(tmp_path, capsys):
     from npgpt.checkpoint import save_checkpoint
 
     params = {k: v.astype(np.float32) for k, v in random_params(TINY, 0).items()}
-    from npgpt.checkpoint import TMP_TAG
+    from npgpt.files import TMP_TAG
 
     fd, orphan = tempfile.mkstemp(dir=tmp_path, prefix="w.npz" + TMP_TAG, suffix=".tmp")  # a killed save's
     os.close(fd)
@@ -242,11 +247,11 @@ def test_a_killed_save_leaves_no_orphan_on_the_next_save(tmp_path, capsys):
 def test_demo_saves_once_runs_again_and_never_replaces_a_real_run(tmp_path, monkeypatch, capsys, impl):
     """The trial: 33 checkpoints written per demo, and a second `make demo` failed."""
     import npgpt.train
-    import torchgpt.cli
+    from parity.cli import torch_runs
 
     monkeypatch.chdir(tmp_path)
     saves = {"n": 0}
-    for module in (npgpt.train, torchgpt.cli):
+    for module in (npgpt.train, torch_runs):
         real = module.save_checkpoint
 
         def counted(*a, _real=real, **k):

@@ -140,7 +140,7 @@ def test_multi_head_attention(small_cfg, T, qkv_bias, drop):
     _, cache = multi_head_attention.forward(inputs["x"], inputs, prefix, cfg.n_heads, drop, train=drop > 0, mask=mask)
 
     def backward(dout):
-        dx, grads = multi_head_attention.backward(dout, cache, prefix)
+        dx, grads = multi_head_attention.backward(dout, cache)
         return {"x": dx, **grads}
 
     err, errors = _check(fwd, backward, inputs, (2, T, cfg.emb_dim))
@@ -155,7 +155,7 @@ def test_feed_forward(small_cfg):
     _, cache = feed_forward.forward(inputs["x"], inputs, prefix)
 
     def backward(dout):
-        dx, grads = feed_forward.backward(dout, cache, prefix)
+        dx, grads = feed_forward.backward(dout, cache)
         return {"x": dx, **grads}
 
     err, errors = _check(
@@ -186,7 +186,7 @@ def test_transformer_block(small_cfg, train):
         return transformer_block.forward(p["x"], p, prefix, cfg.n_heads, cfg.drop_rate, train=train, masks=masks)[0]
 
     def backward(dout):
-        dx, grads = transformer_block.backward(dout, cache, prefix)
+        dx, grads = transformer_block.backward(dout, cache)
         return {"x": dx, **grads}
 
     err, errors = _check(fwd, backward, inputs, (2, 5, cfg.emb_dim))
@@ -246,7 +246,7 @@ def test_gradcheck_catches_a_dropped_residual_gradient(small_cfg):
     inputs = {"x": rand(rng, 1, 3, small_cfg.emb_dim), **_block_params(small_cfg, 11)}
     _, cache = transformer_block.forward(inputs["x"], inputs, prefix, small_cfg.n_heads)
     dout = rng.standard_normal((1, 3, small_cfg.emb_dim))
-    dx, grads = transformer_block.backward(dout, cache, prefix)
+    dx, grads = transformer_block.backward(dout, cache)
     errors = gradcheck(
         lambda p: float(np.sum(transformer_block.forward(p["x"], p, prefix, small_cfg.n_heads)[0] * dout)),
         inputs,

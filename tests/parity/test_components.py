@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -152,7 +153,7 @@ def attention_rows(case: Case, dtype: str):
     return _prefixed_rows(
         case, dtype, "attention",
         lambda x, p: multi_head_attention.forward(x, p, prefix, cfg.n_heads),
-        lambda d, c: multi_head_attention.backward(d, c, prefix),
+        multi_head_attention.backward,
         module, prefix, 5,
     )  # fmt: skip
 
@@ -162,7 +163,7 @@ def feed_forward_rows(case: Case, dtype: str):
     return _prefixed_rows(
         case, dtype, "feed_forward",
         lambda x, p: feed_forward.forward(x, p, prefix),
-        lambda d, c: feed_forward.backward(d, c, prefix),
+        feed_forward.backward,
         tm.FeedForward(case.cfg.to_dict()), prefix, 6,
     )  # fmt: skip
 
@@ -172,7 +173,7 @@ def block_rows(case: Case, dtype: str):
     return _prefixed_rows(
         case, dtype, "transformer_block",
         lambda x, p: transformer_block.forward(x, p, prefix, cfg.n_heads),
-        lambda d, c: transformer_block.backward(d, c, prefix),
+        transformer_block.backward,
         tm.TransformerBlock(cfg.to_dict()), prefix, 7,
     )  # fmt: skip
 
@@ -192,10 +193,19 @@ def failures(rows):
     return [r.row() for r in rows if not r.ok]
 
 
+# In float32, C <= 2 makes a LayerNorm's input gradient pure round-off (parity.strategies.cases):
+# Hypothesis found transformer_block at C=2 with both implementations 2-7e-5 from the float64
+# truth and from each other. float64 still covers C = 1, 2 for these; every other component
+# keeps them in float32 too.
+LAYER_NORM_INSIDE = {"layer_norm", "transformer_block"}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("component", list(COMPONENTS))
-@given(case=cases(max_layers=1))
-def test_component_matches_torch(component, dtype, case):
+@given(data=st.data())
+def test_component_matches_torch(component, dtype, data):
+    min_emb_dim = 4 if dtype == "float32" and component in LAYER_NORM_INSIDE else 1
+    case = data.draw(cases(max_layers=1, min_emb_dim=min_emb_dim), label="case")
     rows = COMPONENTS[component](case, dtype)
     assert rows and not failures(rows), failures(rows)
 
@@ -224,13 +234,13 @@ def test_negative_control_off_by_one_mask(monkeypatch):
 def test_negative_control_overwritten_residual_gradient(monkeypatch):
     real = transformer_block.backward
 
-    def overwriting(dout, cache, prefix):
+    def overwriting(dout, cache):
         # the bug: "dx = dh" for the feed-forward residual, dropping the shortcut's dout
-        _, grads = real(dout, cache, prefix)
+        _, grads = real(dout, cache)
         ff_only = transformer_block.layer_norm.backward(
-            transformer_block.feed_forward.backward(dout, cache.ff_cache, prefix + "ff.")[0], cache.norm2_cache
+            transformer_block.feed_forward.backward(dout, cache.ff_cache)[0], cache.norm2_cache
         )[0]
-        dh, _ = transformer_block.multi_head_attention.backward(ff_only, cache.att_cache, prefix + "att.")
+        dh, _ = transformer_block.multi_head_attention.backward(ff_only, cache.att_cache)
         dh = transformer_block.layer_norm.backward(dh, cache.norm1_cache)[0]
         return ff_only + dh, grads
 

@@ -1,5 +1,5 @@
-"""``npgpt train/generate --impl torch``: the same flags and output as the NumPy runners in
-npgpt.cli, on cpu, cuda or mps, and data-parallel under torchrun."""
+"""``npgpt train/generate --impl torch``: the same flags and output as the NumPy runners, on
+cpu, cuda or mps, and data-parallel under torchrun."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from npgpt.checkpoint import check_output_dir
-from npgpt.cli import (
+from npgpt.config import GPTConfig
+from npgpt.data import embedded_text, train_val_split
+from npgpt.errors import NpgptError, diverged
+from npgpt.files import check_output_dir
+from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
+from npgpt.validate import check_values
+from parity.cli import torch_flags
+from parity.cli.runs import (
     RUN_FLAGS,
     apply_saved_run_flags,
     check_generate_args,
-    embedded_text,
     finish_run,
     stop_on_signals,
     text_sha256,
 )
-from npgpt.config import GPTConfig
-from npgpt.data import train_val_split
-from npgpt.errors import NpgptError, diverged
-from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
-from npgpt.validate import check_values
 from torchgpt import distributed
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from torchgpt.data import GPTDatasetV1
@@ -37,8 +37,6 @@ from torchgpt.model import GPTModel, set_attention
 from torchgpt.train import text_to_token_ids, token_ids_to_text, train_model
 
 CHECKPOINT = "checkpoint.pth"
-# opt-in speed-ups (parity.cli adds the flags); a resumed run takes them from its checkpoint
-SPEED_FLAGS = ("attention", "amp", "compile", "fused_adamw", "tf32", "grad_accum")
 
 
 def _loaders(
@@ -90,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
     cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    speed = {k: getattr(args, k, None) for k in SPEED_FLAGS}
+    speed = {k: getattr(args, k, None) for k in torch_flags.NAMES}
     accum = speed["grad_accum"] or 1
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(device=device, dtype=dtype)
@@ -128,7 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
     trained = DistributedDataParallel(model) if info.enabled else model
     if speed["compile"]:
         trained = torch.compile(trained)
-    run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *SPEED_FLAGS) if hasattr(args, k)}
+    run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *torch_flags.NAMES) if hasattr(args, k)}
     meta = {"args": run_args, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
 
     kept_step = start_step if state is not None else None  # the checkpoint on disk, for honest messages

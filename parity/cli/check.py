@@ -1,4 +1,4 @@
-"""``npgpt check``: the report users run to see that npgpt and torchgpt agree."""
+"""``npgpt check``: the report users run to see that npgpt and torchgpt agree (the main job)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
+from npgpt.files import atomic_write
 from npgpt.validate import check_values
+from parity.cli.runs import DefaultsHelp, Runner
 from parity.engine import Report, Spill, random_params, run_check
 
 
@@ -31,14 +33,57 @@ def _return_freed_memory_to_the_system() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)  # -3: M_MMAP_THRESHOLD
 
 
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
+    p = sub.add_parser(
+        "check",
+        formatter_class=DefaultsHelp,
+        help="load the same weights into npgpt and torchgpt and compare every tensor (the main job)",
+        description="Compare npgpt against torchgpt: every block output, logits, loss, all gradients, and "
+        "loss/params/AdamW moments over k steps with dropout on (shared masks). Exits 1 if anything fails.",
+    )
+    p.add_argument("--weights", help="a weights file or OpenAI checkpoint directory (default: random weights)")
+    p.add_argument("--config", default="gpt2-small", help="shape of the random weights")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64")
+    p.add_argument("--steps", type=int, default=10, help="AdamW steps to compare")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
+    p.add_argument("--json", help="also write every row to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
+    return {"check": run}
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+
+
+def _check_report_path(path: Path) -> None:
+    """The report may replace an earlier ``npgpt check`` report, never another file, and its
+    directory must be writable; nothing is created until the report is written (atomically)."""
+    if path.is_dir():
+        raise NpgptError(f"--json {path}: is a directory; give a file name")
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "reports" in earlier):
+            raise NpgptError(f"--json {path}: exists and is not an npgpt check report; choose another path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise NpgptError(f"--json {path}: the directory {parent} does not exist; create it or choose another path")
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        raise NpgptError(f"--json {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None
+
+
 def run(args: argparse.Namespace) -> int:
     check_values(vars(args))
     _return_freed_memory_to_the_system()
     if args.json:  # found unwritable before the comparison, not after it
-        try:
-            Path(args.json).open("a").close()
-        except OSError as exc:
-            raise NpgptError(f"--json {args.json}: cannot write there ({exc.strerror}); choose another path") from None
+        _check_report_path(Path(args.json))
     try:
         from parity.adapters import NumpyImpl, TorchImpl
         from torchgpt.device import pick_device
@@ -76,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
 
             def progress(msg: str, dtype: str = dtype, t0: float = t0) -> None:
-                print(f"  [{dtype} {time.perf_counter() - t0:5.1f} s] {msg}", file=sys.stderr, flush=True)
+                elapsed = time.perf_counter() - t0
+                print(f"  [{dtype} {elapsed:5.1f} s, peak {_peak_gb():.1f} GB] {msg}", file=sys.stderr, flush=True)
 
             impls = (NumpyImpl(), TorchImpl(str(device)))
             report = run_check(*impls, cfg, spilled, ids, targets, dtype, args.steps, args.seed, progress=progress)
             reports.append(report)
             _print_report(report, dtype, time.perf_counter() - t0, args.quiet)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    print(f"peak memory (resident): {peak / 1e9:.1f} GB")
+    print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
         payload = {
             "config": cfg.to_dict(),
@@ -99,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                 for r in reports
             ],
         }
-        Path(args.json).write_text(json.dumps(payload, indent=1, default=str))
+        text = json.dumps(payload, indent=1, default=str).encode()
+        atomic_write(args.json, lambda f: f.write(text))
     return 0 if all(r.ok for r in reports) else 1
 
 

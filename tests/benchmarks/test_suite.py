@@ -1,4 +1,4 @@
-"""``npgpt bench --quick``: the suite's plumbing (processes, ceilings, rows, files), not its speed."""
+"""``python -m benchmarks --quick``: the suite's plumbing (processes, ceilings, rows, files), not its speed."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from parity.cli import main
+from benchmarks.__main__ import main
 
 
 def test_quick_bench_writes_json_markdown_and_plot(tmp_path, capsys):
-    assert main(["bench", "--quick", "--impl", "numpy-cpu,torch-cpu,torch-cuda", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--impl", "numpy-cpu,torch-cpu,torch-cuda", "--out", str(tmp_path)]) == 0
     (result,) = tmp_path.glob("*-quick.json")
     res = json.loads(result.read_text())
     assert set(res["workers"]) >= {"numpy-cpu", "torch-cpu"}

@@ -1,0 +1,83 @@
+"""NumPy CPU vs torch CPU vs torch CUDA, side by side and against each device's
+measured limits.
+
+The driver starts one worker process per implementation (``python -m benchmarks.workers
+numpy-cpu|torch-cpu|torch-cuda``), so no implementation's threads, allocator or warm caches colour
+another's numbers; each worker measures its own ceiling first (float32 — and on GPUs bf16 —
+matmul FLOP/s, memory bandwidth), then forward, train step (forward + backward + AdamW) and
+generation with and without KV cache. Warm-up, then the median of repeats; CUDA timings are
+synchronised. FLOPs per token are counted on paper: 6 * N_matmul + 12 * L * C * T for a train
+step, a third of that for a forward (N_matmul = 12 L C^2 + V C, the weights used in matmuls).
+MFU is those FLOPs per second over the matmul ceiling measured in the same run at the row's
+precision (float32, tf32 or bf16), never a datasheet peak.
+Results: benchmarks/results/<machine>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.measure import machine
+from benchmarks.report import plot, to_markdown, with_ratios
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # the workers import benchmarks from here
+
+
+def run_all(out_dir: Path, quick: bool, impls: list[str]) -> dict:
+    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "workers": {}, "notes": []}
+    try:
+        import torch
+
+        results["machine"]["torch"] = torch.__version__
+        has_cuda = torch.cuda.is_available()
+        if has_cuda:
+            results["machine"]["gpu"] = torch.cuda.get_device_name()
+    except ImportError:
+        has_cuda = False
+        impls = [i for i in impls if not i.startswith("torch")]
+        results["notes"].append("torch is not installed: torch rows skipped")
+    if not has_cuda and "torch-cuda" in impls:
+        impls = [i for i in impls if i != "torch-cuda"]
+        results["notes"].append("no CUDA device: torch-cuda rows skipped (run on a GPU machine to add them)")
+    for impl in impls:
+        cmd = [sys.executable, "-m", "benchmarks.workers", impl] + (["--quick"] if quick else [])
+        print(f"== {impl}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=CHECKOUT)
+        sys.stderr.write(done.stderr)
+        if done.returncode != 0:
+            results["notes"].append(f"{impl} worker failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        results["workers"][impl] = json.loads(done.stdout)
+    with_ratios(results)
+    slug = (
+        "gpu-" + results["machine"]["gpu"].replace(" ", "-") if has_cuda else f"cpu-{results['machine']['cores']}core"
+    )
+    stem = out_dir / (f"{slug}-quick" if quick else slug)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    stem.with_suffix(".md").write_text(to_markdown(results))
+    drew = plot(results, stem.with_suffix(".png"))
+    print(to_markdown(results))
+    print(f"wrote {stem}.json, .md" + (", .png" if drew else " (no plot: pip install matplotlib)"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config only: a smoke run in seconds")
+    parser.add_argument(
+        "--impl", default="numpy-cpu,torch-cpu,torch-cuda", help="comma-separated subset (default: all present)"
+    )
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    run_all(Path(args.out), args.quick, args.impl.split(","))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""``npgpt train`` and ``npgpt generate`` with ``--impl numpy`` (the default): npgpt's trainer,
+checkpoints and KV-cache generation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from npgpt.checkpoint import load_checkpoint
+from npgpt.config import GPTConfig
+from npgpt.data import create_dataloader_v1, embedded_text, train_val_split
+from npgpt.errors import NpgptError
+from npgpt.files import check_output_dir
+from npgpt.generate import generate
+from npgpt.model import GPTModel
+from npgpt.optim import AdamW
+from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
+from npgpt.train import TrainState, load_training, train_model
+from npgpt.validate import check_values
+from parity.cli.runs import (
+    RUN_FLAGS,
+    apply_saved_run_flags,
+    check_generate_args,
+    finish_run,
+    stop_on_signals,
+    text_sha256,
+)
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    check_values(vars(args))
+    out = Path(args.out)
+    ckpt = out / CHECKPOINT
+    text = read_text(args.text) if args.text else embedded_text()
+    tokenizer = get_tokenizer()
+    if args.resume:
+        model, optimizer, state, meta = load_training(ckpt)
+        if meta.get("text_sha256") != text_sha256(text):
+            raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
+        apply_saved_run_flags(args, meta["args"], ckpt)  # the run's own hyperparameters
+        print(f"resuming {ckpt} at step {state.global_step + 2} (epoch {state.epoch + 1})")
+    else:
+        if ckpt.exists():
+            raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
+        cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
+        model = GPTModel(cfg, seed=args.seed, dtype=np.dtype(args.dtype))
+        optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
+        state = TrainState()
+    cfg = model.cfg
+    check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
+    train_text, val_text = train_val_split(text)
+    T = cfg.context_length
+    train_loader = create_dataloader_v1(
+        train_text, args.batch_size, T, T, True, True, seed=args.seed, tokenizer=tokenizer
+    )
+    val_loader = create_dataloader_v1(
+        val_text, args.batch_size, T, T, False, False, seed=args.seed, tokenizer=tokenizer
+    )
+    if len(train_loader) == 0:
+        raise NpgptError(
+            f"the text is too short for context_length={T} and batch_size={args.batch_size}; "
+            "lower --context-length or --batch-size"
+        )
+    print(
+        f"{cfg.n_layers} layers, {model.num_params():,} parameters ({model.dtype}); "
+        f"{len(train_loader)} train / {len(val_loader)} val batches of {args.batch_size}x{T} tokens"
+    )
+    with stop_on_signals() as should_stop:
+        state = train_model(
+            model,
+            train_loader,
+            val_loader,
+            optimizer,
+            args.epochs,
+            args.eval_freq,
+            args.eval_iter,
+            args.start_context,
+            tokenizer,
+            args.warmup_steps,
+            args.initial_lr,
+            args.min_lr,
+            peak_lr=args.lr,
+            schedule=args.schedule,
+            grad_clip=args.grad_clip,
+            state=state,
+            checkpoint_path=ckpt,
+            max_steps=args.max_steps,
+            should_stop=should_stop,
+            sample_tokens=args.sample_tokens,
+            meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text)},
+            save_on_eval=getattr(args, "save_on_eval", True),
+        )
+    history = {
+        "train_losses": state.train_losses,
+        "val_losses": state.val_losses,
+        "tokens_seen": state.track_tokens_seen,
+        "lrs": state.track_lrs,
+    }
+    finish_run(args, history, len(train_loader), state.global_step + 1, ckpt)
+    return should_stop.exit_code
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    check_generate_args(args)
+    cfg, params, _, _ = load_checkpoint(args.checkpoint)
+    bad = sum(int(np.count_nonzero(~np.isfinite(v))) for v in params.values())
+    if bad:
+        raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
+    model = GPTModel(cfg, params=params).eval()
+    tokenizer = get_tokenizer()
+    ids = text_to_token_ids(args.prompt, tokenizer)
+    out = generate(
+        model,
+        ids,
+        args.max_new_tokens,
+        cfg.context_length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=None if args.no_eos else EOT_ID,
+        rng=np.random.default_rng(args.seed),
+        use_cache=not args.no_cache,
+    )
+    print(token_ids_to_text(out, tokenizer))
+    return 0

@@ -1,0 +1,177 @@
+"""What every command shares: the help format, parsing, exit codes, signals, and the end of a
+training run (history, loss plot, how to continue). Both implementations' runners use it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from npgpt.errors import NpgptError
+from npgpt.plot import plot_losses
+from npgpt.validate import check_values
+
+Runner = Callable[[argparse.Namespace], int]
+# Flags whose values define a run; a resumed run takes them from its checkpoint.
+RUN_FLAGS = [
+    "config",
+    "context_length",
+    "drop_rate",
+    "dtype",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "eval_freq",
+    "eval_iter",
+    "start_context",
+    "seed",
+    "schedule",
+    "warmup_steps",
+    "initial_lr",
+    "min_lr",
+    "grad_clip",
+    "sample_tokens",
+]
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def parse(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, argv: Sequence[str] | None):
+    """Parse, and remember the subcommand's defaults (to tell flags given on the command line)."""
+    args = parser.parse_args(argv)
+    own = sub.choices[args.command]
+    args.run_defaults = {a.dest: own.get_default(a.dest) for a in own._actions}
+    return args
+
+
+def add_debug_flag(sub: argparse._SubParsersAction) -> None:
+    """``--debug`` after any subcommand too (``npgpt check --debug``), not only before it."""
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print internal tracebacks")
+
+
+def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
+    """Run one subcommand with the exit codes of docs/conventions.md: an NpgptError (bad input)
+    is one line and 2; any other exception is an internal error, one line naming where its
+    traceback was written (printed instead with --debug) and 3."""
+    try:
+        return runners[args.command](args)
+    except NpgptError as exc:
+        print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+            where = "above"
+        else:
+            fd, log = tempfile.mkstemp(prefix="npgpt-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as f:
+                traceback.print_exc(file=f)
+            where = f"in {log} (or rerun with --debug)"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(
+            f"npgpt {args.command}: internal error: {type(exc).__name__}: {first}; traceback {where}. "
+            "This is a bug in npgpt: please report it with that traceback",
+            file=sys.stderr,
+        )
+        return 3
+
+
+class StopRequest:
+    """Set by SIGINT (Ctrl-C) or SIGTERM (schedulers, ``timeout``) while training: the trainer
+    saves after the current step and stops; the command then exits with 128 + the signal number
+    (130, 143), as a shell expects of an interrupted program."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signum is None else 128 + self.signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While training: the first SIGINT or SIGTERM asks for a stop after the current step; a
+    second one aborts at once."""
+    stop = StopRequest()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.signum is not None:
+            raise KeyboardInterrupt
+        stop.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step and saving a checkpoint (send it again to abort)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt: Path) -> None:
+    """A resumed run keeps the hyperparameters it was started with. A flag given on this command
+    line with another value is refused, by name, rather than silently ignored."""
+    defaults = getattr(args, "run_defaults", {})
+    conflicts = [
+        f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {v})"
+        for k, v in saved.items()
+        if k in defaults and getattr(args, k, None) not in (defaults[k], v)
+    ]
+    if conflicts:
+        raise NpgptError(
+            f"{', '.join(conflicts)}: a resumed run keeps the settings saved in {ckpt}; drop these flags, "
+            "or start a new run in another --out"
+        )
+    for name, value in saved.items():
+        setattr(args, name, value)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, steps_done: int, ckpt: Path) -> None:
+    """Shared end of ``train`` for both implementations: history.json, the loss plot, and how to
+    continue a paused run."""
+    out = Path(args.out)
+    (out / "history.json").write_text(json.dumps(history))
+    epochs_seen = [i * args.eval_freq / steps_per_epoch for i in range(len(history["train_losses"]))]
+    plot = plot_losses(
+        epochs_seen, history["tokens_seen"], history["train_losses"], history["val_losses"], out / "losses.png"
+    )
+    done = steps_done >= steps_per_epoch * args.epochs
+    print(f"{'finished' if done else 'paused'} at step {steps_done}: checkpoint {ckpt}")
+    print(f"loss plot {plot}" if plot else "loss plot skipped: pip install matplotlib (the plot extra)")
+    if not done:
+        impl = " --impl torch" if getattr(args, "impl", "numpy") == "torch" else ""
+        text = f" --text {args.text}" if args.text else ""
+        print(f"continue with: npgpt {args.command}{impl} --out {out} --resume{text}")
+
+
+def check_generate_args(args: argparse.Namespace) -> None:
+    check_values(vars(args))
+    if not args.prompt:
+        raise NpgptError("--prompt is empty; give at least one token of text to continue")

@@ -1,0 +1,145 @@
+"""``npgpt train``, ``npgpt demo`` and ``npgpt generate`` for either implementation
+(``--impl numpy|torch``). torch is imported only when ``--impl torch`` asks for it, so a NumPy-only
+install runs all three."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from npgpt.errors import NpgptError
+from parity.cli import torch_flags
+from parity.cli.runs import DefaultsHelp, Runner
+
+DEMO_MARKER = ".npgpt-demo"
+DEFAULT_OUT = "runs/npgpt"
+
+
+def _add_train_args(
+    p: argparse.ArgumentParser, *, config: str, context_length: int, epochs: int, lr: float, start_context: str
+) -> None:
+    p.add_argument("--text", help="UTF-8 training text (default: a short story embedded in npgpt)")
+    p.add_argument(
+        "--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny (default %(default)s)"
+    )
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=context_length,
+        help="tokens per training sequence (default %(default)s; the book's chapter 5 uses 256)",
+    )
+    p.add_argument("--drop-rate", type=float, default=0.1, help="dropout probability, in [0, 1)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
+    p.add_argument("--epochs", type=int, default=epochs, help="passes over the training text")
+    p.add_argument("--batch-size", type=int, default=2, help="sequences per optimizer step")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's decoupled weight decay")
+    p.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps")
+    p.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+    p.add_argument("--start-context", default=start_context, help="prompt of the sample printed each epoch")
+    p.add_argument("--sample-tokens", type=int, default=50, help="tokens of the sample printed each epoch")
+    p.add_argument("--seed", type=int, default=123, help="weights, data order and dropout")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="appendix D: cosine")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (appendix D: 20%% of them)")
+    p.add_argument("--initial-lr", type=float, default=3e-5, help="lr at the start of the warmup")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine decay")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (appendix D: 1.0)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="directory for the checkpoint, losses.png, history.json")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
+
+
+def _add_impl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--impl", choices=["numpy", "torch"], default="numpy", help="implementation")
+    p.add_argument("--device", default="auto", help="torch only: auto|cpu|cuda|mps")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
+    fmt = {"formatter_class": DefaultsHelp}
+    train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop", **fmt)
+    _add_train_args(
+        train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
+    )
+    demo = sub.add_parser(
+        "demo", help="train a tiny model on the embedded story (about 20 s on two CPU cores), then generate", **fmt
+    )
+    _add_train_args(demo, config="tiny", context_length=32, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
+    gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
+    gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
+    gen.add_argument("--prompt", default="Every effort moves you")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=None, help="sampling seed (default: fresh randomness)")
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
+    gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
+    for p in (train, demo, gen):
+        _add_impl_args(p)
+    for p in (train, demo):
+        torch_flags.add_speed_flags(p)
+    return {"train": _runner("train"), "generate": _runner("generate"), "demo": run_demo}
+
+
+def _runners(args: argparse.Namespace):
+    """The module with ``run_train``, ``run_generate`` and ``CHECKPOINT`` for ``--impl``."""
+    used = torch_flags.used(args)
+    if args.impl == "numpy":
+        if used:
+            raise NpgptError(f"{', '.join(used)}: torch options; add --impl torch")
+        from parity.cli import numpy_runs
+
+        return numpy_runs
+    try:
+        from parity.cli import torch_runs
+    except ImportError as exc:
+        if exc.name == "torch":
+            raise NpgptError("--impl torch needs PyTorch; pip install 'npgpt[torch]'") from None
+        raise
+    return torch_runs
+
+
+def _runner(name: str) -> Runner:
+    def run(args: argparse.Namespace) -> int:
+        return getattr(_runners(args), f"run_{name}")(args)
+
+    return run
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Train on the embedded story, then print a greedy continuation of the start context.
+
+    The demo owns its output directory: a marker file says so, and a second demo replaces the
+    first's files (never a directory the demo did not make). It saves one checkpoint, at the end."""
+    runners = _runners(args)
+    if args.out == DEFAULT_OUT:
+        args.out = "runs/demo"
+    out = Path(args.out)
+    marker = out / DEMO_MARKER
+    if (out / runners.CHECKPOINT).exists() and not args.resume:
+        if not marker.is_file():
+            raise NpgptError(f"{out} holds a training run that is not a demo; pass another --out")
+        for name in (runners.CHECKPOINT, "history.json", "losses.png"):
+            (out / name).unlink(missing_ok=True)  # the earlier demo's own files
+        print(f"replacing the earlier demo run in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `npgpt demo`; a later demo replaces this directory's demo files\n")
+    args.save_on_eval = False
+    code = runners.run_train(args)
+    if code:
+        return code
+    gen_args = argparse.Namespace(
+        checkpoint=str(out / runners.CHECKPOINT),
+        prompt=args.start_context,
+        max_new_tokens=50,
+        temperature=0.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
+        no_cache=False,
+        no_eos=False,
+        impl=args.impl,
+        device=args.device,
+    )
+    print("\ngreedy continuation with the KV cache:")
+    return runners.run_generate(gen_args)
