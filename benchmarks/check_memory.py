@@ -2,11 +2,12 @@
 small's shape, float64, 10 AdamW steps), run as a user runs it: a child process, measured from
 outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md}.
 
-    python -m benchmarks.check_memory
+    python -m benchmarks.check_memory [--impl hf]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -18,15 +19,19 @@ from pathlib import Path
 from benchmarks.measure import machine
 
 
-def main() -> int:
-    cmd = [sys.executable, "-m", "parity.cli", "check", "--quiet"]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.check_memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--impl", default=None, help="also pass --impl (default: the main job, torchgpt)")
+    args = parser.parse_args(argv)
+    extra = ["--impl", args.impl] if args.impl else []
+    cmd = [sys.executable, "-m", "parity.cli", "check", "--quiet", *extra]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
     m = machine()
     result = {
-        "command": "npgpt check --quiet",
+        "command": " ".join(["npgpt check --quiet", *extra]),
         "exit_code": done.returncode,
         "wall_s": wall,
         "peak_rss_bytes": peak,
@@ -35,11 +40,12 @@ def main() -> int:
         "summary": [line for line in done.stdout.splitlines() if "PASS" in line or "FAIL" in line],
     }
     vendor = "amd" if "AMD" in m["cpu"] else "intel" if "Intel" in m["cpu"] else "cpu"
-    stem = Path("benchmarks/results") / f"check-memory-{vendor}-{os.cpu_count()}core"
+    impl = f"-{args.impl}" if args.impl else ""
+    stem = Path("benchmarks/results") / f"check-memory{impl}-{vendor}-{os.cpu_count()}core"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(
-        f"# `npgpt check` (defaults) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
+        f"# `{result['command']}` (GPT-2 small, float64) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
         f"| exit code | wall time | peak resident memory |\n|---|---|---|\n"
         f"| {done.returncode} | {wall:.0f} s | {peak / 1e9:.2f} GB ({peak / 2**30:.2f} GiB) |\n\n"
         + "\n".join(f"- {line}" for line in result["summary"])

@@ -54,11 +54,12 @@ class GPTModel:
         ids: np.ndarray,
         masks: dict[str, np.ndarray] | None = None,
         kv_cache: KVCache | None = None,
+        taps: list[dict[str, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, gpt_model.Cache]:
-        """ids (B, T) -> (logits (B, T, V), cache for backward)."""
+        """ids (B, T) -> (logits (B, T, V), cache for backward). ``taps``: see gpt_model.forward."""
         ids = check_ids(ids, self.cfg, 0 if kv_cache is None else kv_cache.length)
         logits, cache = gpt_model.forward(
-            self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache
+            self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache, taps=taps
         )
         self.last_masks = cache.masks
         return logits, cache

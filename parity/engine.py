@@ -14,6 +14,7 @@ import numpy as np
 from npgpt.config import GPTConfig
 from parity.adapters import Implementation, draw_masks
 from parity.tolerances import Comparison, compare, tolerance
+from parity.torch_module import SUBMODULES
 
 # The W_key bias has an exactly zero gradient (adding a constant to every key shifts a row of
 # scores by q.b, which softmax ignores). In float32 each implementation's round-off "gradient"
@@ -127,34 +128,63 @@ def run_check(
     parameters, gradients and AdamW moments, not two (the temp directory holds about six times
     the weights' size until the comparison ends)."""
     say = progress or (lambda msg: None)
+    probe = getattr(impl, "probe", None)
+    if probe is not None:
+        probe(cfg)  # what the reference must know first: a tied head, the dropout sites it takes
+    if getattr(impl, "tied", False) != getattr(ref, "tied", False):
+        raise ValueError(f"{impl.name} ties its output head to the token embedding: the reference must tie too")
+    replayed = impl.replayed_sites(cfg) if hasattr(impl, "replayed_sites") else None
     with tempfile.TemporaryDirectory(prefix="npgpt-check-") as tmp:
         store = Spill(tmp)
         say(f"{ref.name}: running the reference")
-        _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say)
+        _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed)
         _release(ref)
         say(f"{impl.name}: running and comparing")
-        report = _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say)
+        report = _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed)
         _release(impl)
+    if getattr(impl, "tied", False):
+        report.notes.append(
+            f"{impl.name} ties out_head to tok_emb (one tensor): its gradient, parameter and AdamW moments are "
+            "compared under tok_emb.weight against the reference tied the same way (the two gradients summed)"
+        )
+    report.notes.extend(dict.fromkeys(getattr(impl, "notes", [])))  # each once, in order
     return report
 
 
-def _steps(cfg: GPTConfig, ids: np.ndarray, targets: np.ndarray, steps: int, seed: int) -> Iterator[tuple]:
+def _steps(
+    cfg: GPTConfig, ids: np.ndarray, targets: np.ndarray, steps: int, seed: int, replayed: set[str] | None
+) -> Iterator[tuple]:
     """The k training batches and dropout masks: a fresh batch every step (one batch repeated would
     be memorised and drive the loss towards 0, where relative error is moot), drawn from ``seed``
-    so that both runs see the same ones."""
+    so that both runs see the same ones. Sites outside ``replayed`` (those the implementation
+    under test cannot take masks at) map to None: no dropout there, on both sides."""
     rng = np.random.default_rng(seed)
     for step in range(steps):
         step_ids = rng.integers(0, cfg.vocab_size, ids.shape) if step else ids
         step_targets = rng.integers(0, cfg.vocab_size, ids.shape) if step else targets
         masks = draw_masks(cfg, *ids.shape, rng) if cfg.drop_rate > 0 else None
+        if masks is not None and replayed is not None:
+            masks = {site: m if site in replayed else None for site, m in masks.items()}  # None: off
         yield step_ids, step_targets, masks
 
 
-def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say) -> None:
+def _block_rows(impl: Implementation, blocks: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(name, tensor) in forward order: each block's sub-layer outputs (when the implementation
+    reports them, ``taps()``), then the block's output."""
+    taps = impl.taps() if hasattr(impl, "taps") else []
+    rows = []
+    for i, block in enumerate(blocks):
+        sub = taps[i] if i < len(taps) else {}
+        rows += [(f"trf_blocks.{i}.{name} output", sub[name]) for name in SUBMODULES if name in sub]
+        rows.append((f"trf_blocks.{i} output", block))
+    return rows
+
+
+def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> None:
     ref.load(cfg, params, np.dtype(dtype))
     logits, blocks = ref.forward(ids)  # eval mode: every block's residual output, then the logits
-    for i, block in enumerate(blocks):
-        store.put(f"trf_blocks.{i} output", block)
+    for name, tensor in _block_rows(ref, blocks):
+        store.put(name, tensor)
     store.put("logits", logits)
     del logits, blocks
     loss, grads = ref.loss_and_grads(ids, targets, None)  # eval mode
@@ -162,7 +192,7 @@ def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weigh
     _put_all(store, "grad {}", grads)
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
     ref.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed)):
+    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed, replayed)):
         loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
         ref.optimizer_step()
         store.put(f"step {step + 1} loss", np.float64(loss))
@@ -177,14 +207,15 @@ def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None
         store.put(name.format(key), value)
 
 
-def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say) -> Report:
+def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> Report:
     dt = np.dtype(dtype)
     rows: list[Comparison] = []
     tol = tolerance(dt, "model")
     impl.load(cfg, params, dt)
     logits, blocks = impl.forward(ids)
-    for i, block in enumerate(blocks):
-        rows.append(compare(f"trf_blocks.{i} output", block, store[f"trf_blocks.{i} output"], tol))
+    for name, tensor in _block_rows(impl, blocks):
+        if name in store.paths:  # a sub-layer output only the reference reports is not a failure
+            rows.append(compare(name, tensor, store[name], tol))
     rows.append(compare("logits", logits, store["logits"], tol))
     del logits, blocks
     loss, grads = impl.loss_and_grads(ids, targets, None)
@@ -193,7 +224,7 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
         rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
     del grads
     impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed)):
+    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed, replayed)):
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
         impl.optimizer_step()
         name = f"step {step + 1} loss"
@@ -203,11 +234,14 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
     if steps:
         st = tolerance(dt, "state")
         skipped = [k for k in params if k.endswith(ZERO_GRADIENT)] if st.norm else []
-        for what, tensors in zip(("param", "adam m", "adam v"), impl.state(), strict=True):
+        groups = list(impl.state())
+        for i, what in enumerate(("param", "adam m", "adam v")):
+            tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
             for name in (n for n in store if n.startswith(f"{what} ")):
                 key = name.removeprefix(f"{what} ").removesuffix(f" @ step {steps}")
                 if key not in skipped:
                     rows.append(compare(name, tensors[key], store[name], st))
+            del tensors
         if skipped:
             notes.append(
                 f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "

@@ -49,6 +49,15 @@ def forward(
     return out, Cache(mask, scale)
 
 
+def at_site(masks: dict[str, np.ndarray | None], site: str, p: float) -> tuple[float, np.ndarray | None]:
+    """(rate, mask) for one named dropout site: the site's mask from ``masks``, or rate 0 when
+    ``masks`` maps the site to None (switched off: how a comparison with an implementation that
+    cannot take a mask at that site keeps both sides equal)."""
+    if site in masks and masks[site] is None:
+        return 0.0, None
+    return p, masks.get(site)
+
+
 def backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
     """``out = x * mask * scale``  ->  ``dx = dout * mask * scale``."""
     mask, scale = cache

@@ -52,23 +52,37 @@ def forward(
     rng: np.random.Generator | None = None,
     masks: dict[str, np.ndarray] | None = None,
     kv_cache: KVCache | None = None,
+    taps: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, Cache]:
     """ids (B, T) -> logits (B, T, V).
 
     In train mode every dropout site takes its mask from ``masks`` (by site name, see
     ``dropout_sites``) or draws it from ``rng``; the masks used are returned in the cache so
     another implementation can replay them. With ``kv_cache`` the ids continue the cached
-    sequence (positions start at ``kv_cache.length``).
+    sequence (positions start at ``kv_cache.length``). ``taps``, if given, receives one dict of
+    sub-layer outputs per block (``transformer_block.forward``).
     """
     masks = dict(masks or {})
     offset = 0 if kv_cache is None else kv_cache.length
     x, emb_cache = embedding.forward(ids, params["tok_emb.weight"], params["pos_emb.weight"], offset)  # (B, T, C)
-    x, drop_cache = dropout.forward(x, cfg.drop_rate, train=train, rng=rng, mask=masks.get(EMB_DROP))
+    rate, mask = dropout.at_site(masks, EMB_DROP, cfg.drop_rate)
+    x, drop_cache = dropout.forward(x, rate, train=train, rng=rng, mask=mask)
     block_caches, block_outputs = [], []
+    if taps is not None:
+        taps[:] = [{} for _ in range(cfg.n_layers)]
     for i in range(cfg.n_layers):
         kv = None if kv_cache is None else kv_cache.layers[i]
         x, c = transformer_block.forward(
-            x, params, f"trf_blocks.{i}.", cfg.n_heads, cfg.drop_rate, train=train, rng=rng, masks=masks, kv=kv
+            x,
+            params,
+            f"trf_blocks.{i}.",
+            cfg.n_heads,
+            cfg.drop_rate,
+            train=train,
+            rng=rng,
+            masks=masks,
+            kv=kv,
+            taps=None if taps is None else taps[i],
         )  # (B, T, C)
         block_caches.append(c)
         block_outputs.append(x)

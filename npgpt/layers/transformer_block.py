@@ -42,21 +42,32 @@ def forward(
     rng: np.random.Generator | None = None,
     masks: dict[str, np.ndarray] | None = None,
     kv: LayerKV | None = None,
+    taps: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Cache]:
-    """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask."""
+    """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask (None: no dropout
+    at that site, see dropout.at_site). ``taps``, if
+    given, receives each sub-layer's output by the book's module name (norm1, att, norm2, ff),
+    for a comparison that localizes a difference below the block."""
     masks = masks or {}
     p = params
     # shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
     h, norm1_cache = layer_norm.forward(x, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.shift"])  # (B, T, C)
+    rate, mask = dropout.at_site(masks, prefix + ATT_DROP, drop_rate)
     h, att_cache = multi_head_attention.forward(
-        h, p, f"{prefix}att.", n_heads, drop_rate, train=train, rng=rng, mask=masks.get(prefix + ATT_DROP), kv=kv
+        h, p, f"{prefix}att.", n_heads, rate, train=train, rng=rng, mask=mask, kv=kv
     )  # (B, T, C)
-    h, drop1_cache = dropout.forward(h, drop_rate, train=train, rng=rng, mask=masks.get(prefix + SHORTCUT_DROP_1))
+    if taps is not None:
+        taps.update(norm1=att_cache.q_cache.x, att=h)  # norm1's output is attention's input
+    rate, mask = dropout.at_site(masks, prefix + SHORTCUT_DROP_1, drop_rate)
+    h, drop1_cache = dropout.forward(h, rate, train=train, rng=rng, mask=mask)
     x = x + h  # (B, T, C) residual; a new array, the input is not modified
     # shortcut = x; x = norm2(x); x = ff(x); x = drop_shortcut(x); x = x + shortcut
     h, norm2_cache = layer_norm.forward(x, p[f"{prefix}norm2.scale"], p[f"{prefix}norm2.shift"])  # (B, T, C)
     h, ff_cache = feed_forward.forward(h, p, f"{prefix}ff.")  # (B, T, C)
-    h, drop2_cache = dropout.forward(h, drop_rate, train=train, rng=rng, mask=masks.get(prefix + SHORTCUT_DROP_2))
+    if taps is not None:
+        taps.update(norm2=ff_cache.fc_cache.x, ff=h)
+    rate, mask = dropout.at_site(masks, prefix + SHORTCUT_DROP_2, drop_rate)
+    h, drop2_cache = dropout.forward(h, rate, train=train, rng=rng, mask=mask)
     out = x + h  # (B, T, C)
     return out, Cache(norm1_cache, att_cache, drop1_cache, norm2_cache, ff_cache, drop2_cache, prefix)
 

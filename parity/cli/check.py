@@ -41,6 +41,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         description="Compare npgpt against torchgpt: every block output, logits, loss, all gradients, and "
         "loss/params/AdamW moments over k steps with dropout on (shared masks). Exits 1 if anything fails.",
     )
+    p.add_argument(
+        "--impl",
+        default="torchgpt",
+        help="the implementation under test: torchgpt, hf, hf-sdpa, path/file.py:Name or package.module:Name "
+        "(docs/adapters.md); NumPy is the reference",
+    )
     p.add_argument("--weights", help="a weights file or OpenAI checkpoint directory (default: random weights)")
     p.add_argument("--config", default="gpt2-small", help="shape of the random weights")
     p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64")
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # found unwritable before the comparison, not after it
         _check_report_path(Path(args.json))
     try:
-        from parity.adapters import NumpyImpl, TorchImpl
+        from parity.adapters import NumpyImpl
+        from parity.targets import resolve
         from torchgpt.device import pick_device
     except ImportError as exc:
         if exc.name == "torch":
@@ -103,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         source = f"random weights, seed {args.seed}"
     if args.seq_len > cfg.context_length:
         raise NpgptError(f"--seq-len {args.seq_len} exceeds context_length={cfg.context_length}")
+    target = resolve(args.impl, str(device))
+    probe = getattr(target, "probe", None)
+    if probe is not None:
+        probe(cfg)  # builds the module once: its layout, a tied head, its dropout sites
     rng = np.random.default_rng(args.seed)
     ids = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
     targets = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     print(
-        f"npgpt vs torchgpt ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "
+        f"npgpt vs {target.name} ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "
         f"vocab {cfg.vocab_size}; {source}; B={args.batch_size}, T={args.seq_len}; {args.steps} AdamW steps "
         f"with dropout {cfg.drop_rate} (shared masks)"
     )
@@ -124,14 +135,18 @@ def run(args: argparse.Namespace) -> int:
                 elapsed = time.perf_counter() - t0
                 print(f"  [{dtype} {elapsed:5.1f} s, peak {_peak_gb():.1f} GB] {msg}", file=sys.stderr, flush=True)
 
-            impls = (NumpyImpl(), TorchImpl(str(device)))
-            report = run_check(*impls, cfg, spilled, ids, targets, dtype, args.steps, args.seed, progress=progress)
+            reference = NumpyImpl(tied=getattr(target, "tied", False))
+            report = run_check(
+                target, reference, cfg, spilled, ids, targets, dtype, args.steps, args.seed, progress=progress
+            )
             reports.append(report)
             _print_report(report, dtype, time.perf_counter() - t0, args.quiet)
     print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
         payload = {
             "config": cfg.to_dict(),
+            "implementation": target.name,
+            "reference": "npgpt",
             "source": source,
             "reports": [
                 {

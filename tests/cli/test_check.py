@@ -37,7 +37,7 @@ def test_check_fails_and_names_the_first_diverging_tensor(missing_sqrt_d, capsys
     rc = main(["check", "--config", "tiny", "--steps", "1", "--quiet"])
     text = capsys.readouterr().out
     assert rc == 1
-    assert "float64: FAIL" in text and "first diverging tensor: trf_blocks.0 output" in text
+    assert "float64: FAIL" in text and "first diverging tensor: trf_blocks.0.att output" in text
 
 
 def test_check_on_weights_from_a_file(tmp_path, capsys):

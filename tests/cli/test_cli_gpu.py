@@ -30,7 +30,7 @@ def test_check_on_cuda_passes_in_float64_and_float32(tmp_path, capsys):
 
 def test_check_on_cuda_fails_on_a_planted_bug(missing_sqrt_d, capsys):
     assert main(["check", "--device", "cuda", "--config", "tiny", "--steps", "1", "--quiet"]) == 1
-    assert "first diverging tensor: trf_blocks.0 output" in capsys.readouterr().out
+    assert "first diverging tensor: trf_blocks.0.att output" in capsys.readouterr().out
 
 
 def test_train_with_every_speed_up_on_cuda_then_generate(tmp_path):

@@ -50,7 +50,7 @@ NEG = Case(GPTConfig(vocab_size=11, context_length=8, emb_dim=8, n_heads=2, n_la
 def test_negative_control_model_with_missing_sqrt_d(missing_sqrt_d):
     report = model_report(NEG, "float64")
     assert not report.ok
-    assert report.first_failure.name == "trf_blocks.0 output"  # the first diverging tensor is named
+    assert report.first_failure.name == "trf_blocks.0.att output"  # the first diverging sub-module is named
 
 
 def test_negative_control_unshared_dropout_masks(monkeypatch):
