@@ -48,7 +48,7 @@ class Report:
         for row in self.rows:
             if any(z in row.name for z in ZERO_GRADIENT):
                 continue
-            kind = next(k for k in kinds if row.name.startswith(k))
+            kind = next((k for k in kinds if row.name.startswith(k)), row.name.split()[0])
             a, r = out.get(kind, (0.0, 0.0))
             out[kind] = (max(a, row.max_abs), max(r, row.max_rel))
         return out
@@ -151,7 +151,7 @@ def run_check(
     return report
 
 
-def _steps(
+def steps_of(
     cfg: GPTConfig, ids: np.ndarray, targets: np.ndarray, steps: int, seed: int, replayed: set[str] | None
 ) -> Iterator[tuple]:
     """The k training batches and dropout masks: a fresh batch every step (one batch repeated would
@@ -192,7 +192,7 @@ def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weigh
     _put_all(store, "grad {}", grads)
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
     ref.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed, replayed)):
+    for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
         loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
         ref.optimizer_step()
         store.put(f"step {step + 1} loss", np.float64(loss))
@@ -224,7 +224,7 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
         rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
     del grads
     impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(_steps(cfg, ids, targets, steps, seed, replayed)):
+    for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
         impl.optimizer_step()
         name = f"step {step + 1} loss"

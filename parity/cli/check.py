@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 target, reference, cfg, spilled, ids, targets, dtype, args.steps, args.seed, progress=progress
             )
             reports.append(report)
-            _print_report(report, dtype, time.perf_counter() - t0, args.quiet)
+            print_report(report, dtype, time.perf_counter() - t0, args.quiet)
     print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
         payload = {
@@ -164,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-def _print_report(report: Report, dtype: str, seconds: float, quiet: bool) -> None:
-    print(f"\n== {dtype}: {len(report.rows)} tensors compared in {seconds:.1f} s ==")
+def print_report(report: Report, dtype: str, seconds: float | None, quiet: bool) -> None:
+    took = "" if seconds is None else f" in {seconds:.1f} s"
+    print(f"\n== {dtype}: {len(report.rows)} tensors compared{took} ==")
     if quiet:
         for row in report.rows:
             if not row.ok:

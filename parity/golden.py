@@ -1,0 +1,259 @@
+"""Golden bundles: the NumPy reference's inputs, weights and every output written to disk, so an
+implementation in any language (C, CUDA, Rust, Mojo ...) can be checked without Python in its
+loop: it reads the inputs and weights, writes its outputs under the same names, and
+``npgpt golden verify`` prints the same report as ``npgpt check`` with the same exit codes.
+
+A bundle is a directory (float64 throughout; ids int64; dropout keep masks uint8):
+
+    manifest.json            config, seeds, hyperparameters, the tolerance table, the layout, the
+                             versions that wrote it, and every tensor: file, role, shape, dtype
+    inputs.safetensors       input ids, input targets; step {s} ids/targets/mask <site>
+    weights.safetensors      weight <state_dict key> (the book's names, docs/conventions.md)
+    forward.safetensors      trf_blocks.{i}.{norm1,att,norm2,ff} output, trf_blocks.{i} output, logits
+    backward.safetensors     loss, grad <key> (eval mode: no dropout)
+    step-{s}.safetensors     step {s} loss, and param/adam m/adam v <key> @ step {s} after AdamW
+    components.safetensors   layer_norm x/scale/shift/dout -> layer_norm out/dx/dscale/dshift
+
+Each file is written as soon as its tensors exist, so memory holds one group at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npgpt.config import GPTConfig
+from npgpt.errors import NpgptError
+from npgpt.layers import layer_norm
+from parity.adapters import NumpyImpl
+from parity.engine import ZERO_GRADIENT, Report, random_params, steps_of
+from parity.tolerances import TABLE, compare, tolerance
+
+LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8
+MANIFEST = "manifest.json"
+OUTPUT_KINDS = {  # name prefix -> tolerance kind
+    "trf_blocks": "model",
+    "logits": "model",
+    "grad ": "model",
+    "loss": "loss",
+    "layer_norm ": "bwd",
+}
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise NpgptError("golden bundles are safetensors files; pip install 'npgpt[hf]'") from None
+    return safetensors.numpy
+
+
+def _kind(name: str) -> str:
+    if name.startswith("step ") and name.endswith(" loss"):
+        return "step_loss"
+    if name.startswith(("param ", "adam m ", "adam v ")):
+        return "state"
+    return next(kind for prefix, kind in OUTPUT_KINDS.items() if name.startswith(prefix))
+
+
+def write(
+    out: str | Path,
+    config: str = "tiny",
+    steps: int = 3,
+    seed: int = 0,
+    batch_size: int = 2,
+    seq_len: int = 16,
+    drop_rate: float = 0.1,
+    vocab_size: int | None = None,
+) -> Path:
+    """Run the reference and write a bundle into ``out`` (a new or empty directory)."""
+    st = _safetensors()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NpgptError(f"{out} exists and is not an empty directory; choose a new directory for the bundle")
+    extra = {} if vocab_size is None else {"vocab_size": vocab_size}
+    cfg = GPTConfig.preset(config, qkv_bias=True, drop_rate=drop_rate, **extra)
+    if seq_len > cfg.context_length:
+        raise NpgptError(f"--seq-len {seq_len} exceeds context_length={cfg.context_length}")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, dict[str, Any]] = {}
+
+    def save(file: str, role: str, group: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None = None) -> None:
+        """One file; ``outputs``, if given, are written beside ``group`` with the role "output"."""
+        roles = {k: role for k in group} | {k: "output" for k in outputs or {}}
+        arrays = {k: _contiguous(v) for k, v in {**group, **(outputs or {})}.items()}
+        st.save_file(arrays, str(out / file))
+        for k, v in arrays.items():
+            tensors[k] = {"file": file, "role": roles[k], "shape": list(v.shape), "dtype": str(v.dtype)}
+
+    rng = np.random.default_rng(seed)
+    ids, targets = _repeating_ids(rng, cfg, batch_size, seq_len), _repeating_ids(rng, cfg, batch_size, seq_len)
+    params = random_params(cfg, seed)
+    inputs = {"input ids": ids, "input targets": targets}
+    schedule = list(steps_of(cfg, ids, targets, steps, seed, None))
+    for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
+        inputs[f"step {s} ids"], inputs[f"step {s} targets"] = step_ids, step_targets
+        for site, mask in (masks or {}).items():
+            inputs[f"step {s} mask {site}"] = mask.astype(np.uint8)
+    save("inputs.safetensors", "input", inputs)
+    save("weights.safetensors", "input", {f"weight {k}": v for k, v in params.items()})
+
+    ref = NumpyImpl()
+    ref.load(cfg, params, np.dtype(np.float64))
+    del params
+    logits, blocks = ref.forward(ids)
+    forward = {}
+    for i, block in enumerate(blocks):
+        forward.update({f"trf_blocks.{i}.{k} output": v for k, v in ref.taps()[i].items()})
+        forward[f"trf_blocks.{i} output"] = block
+    forward["logits"] = logits
+    save("forward.safetensors", "output", forward)
+    del forward, logits, blocks
+    loss, grads = ref.loss_and_grads(ids, targets, None)
+    save("backward.safetensors", "output", {"loss": np.float64(loss), **{f"grad {k}": g for k, g in grads.items()}})
+    del grads
+    ref.init_optimizer(LR, WEIGHT_DECAY, BETAS, EPS)
+    for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
+        loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]
+        ref.optimizer_step()
+        group = {f"step {s} loss": np.float64(loss)}
+        for what, state in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
+            group.update({f"{what} {k} @ step {s}": v for k, v in state.items()})
+        save(f"step-{s}.safetensors", "output", group)
+        del group
+    ref.release()
+    component = _layer_norm_inputs(cfg, seed)
+    save("components.safetensors", "input", component, _layer_norm_outputs(component))
+    manifest = {
+        "format": "npgpt-golden-v1",
+        "config": cfg.to_dict(),
+        "preset": config,
+        "seed": seed,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "steps": steps,
+        "optimizer": {"name": "AdamW (torch.optim.AdamW semantics)", "lr": LR, "weight_decay": WEIGHT_DECAY,
+                      "betas": list(BETAS), "eps": EPS},
+        "layout": "the book's GPTModel.state_dict() names (docs/conventions.md); dropout sites in forward order",
+        "dropout": "train-mode steps multiply by the step's keep masks, scaled by 1/(1 - drop_rate)",
+        "tolerances": {f"{d} {k}": {"rtol": t.rtol, "atol": t.atol, "norm": t.norm} for (d, k), t in TABLE.items()},
+        "versions": _versions(),
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "tensors": tensors,
+    }  # fmt: skip
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+def verify(bundle: str | Path, results: str | Path) -> Report:
+    """Compare an implementation's outputs (same names as the bundle's outputs; a .safetensors
+    or .npz file, or a directory of .safetensors files) with the bundle's. Every output the
+    results hold is compared with the tolerance table at the results' dtype; outputs they do not
+    hold are counted in a note (a C program may check one component)."""
+    st = _safetensors()
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+        tensors = manifest["tensors"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise NpgptError(f"{bundle} is not a golden bundle ({exc}); write one with npgpt golden write") from None
+    got = _open_results(Path(results), st)
+    outputs = [name for name, meta in tensors.items() if meta["role"] == "output"]
+    provided = [name for name in outputs if name in got]
+    if not provided:
+        some = ", ".join(sorted(got)[:3]) or "nothing"
+        raise NpgptError(
+            f"{results} holds none of the bundle's {len(outputs)} output names (it has {some}); "
+            f"name them as in {bundle / MANIFEST}, e.g. {outputs[0]!r}"
+        )
+    rows, dtypes = [], set()
+    for name in provided:
+        actual = np.asarray(got[name])
+        if actual.dtype not in (np.float32, np.float64):
+            raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
+        if actual.dtype == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
+            continue  # AdamW follows round-off there in float32 (parity/engine.py, ZERO_GRADIENT)
+        expected = _read(bundle / tensors[name]["file"], name)
+        if actual.shape != expected.shape and actual.size == expected.size == 1:
+            actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
+        dtypes.add(actual.dtype.name)
+        rows.append(compare(name, actual, expected.astype(actual.dtype), tolerance(actual.dtype, _kind(name))))
+    notes = []
+    if len(provided) < len(outputs):
+        notes.append(f"{len(outputs) - len(provided)} of the bundle's {len(outputs)} outputs were not in {results}")
+    unknown = [n for n in got if n not in tensors]
+    if unknown:
+        notes.append(f"{len(unknown)} tensors in {results} are not bundle outputs (ignored), e.g. {unknown[0]!r}")
+    return Report("/".join(sorted(dtypes)), rows, notes)
+
+
+def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise NpgptError(f"{path} does not exist; give the .safetensors/.npz file your implementation wrote")
+    try:
+        if path.is_dir():
+            found: dict[str, np.ndarray] = {}
+            for file in sorted(path.glob("*.safetensors")):
+                found.update(st.load_file(str(file)))
+            return found
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        return st.load_file(str(path))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise NpgptError(f"{path}: cannot read it as safetensors/npz ({exc})") from None
+
+
+def _read(file: Path, name: str) -> np.ndarray:
+    """One tensor of a bundle file (memory-mapped: the rest of the file is not read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="np") as f:
+        return f.get_tensor(name)
+
+
+def _contiguous(value: Any) -> np.ndarray:
+    """An array safetensors can write, without a copy when it already is one (scalars stay 0-d)."""
+    a = np.asarray(value)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _repeating_ids(rng: np.random.Generator, cfg: GPTConfig, B: int, T: int) -> np.ndarray:
+    """Token ids with repeats guaranteed (the embedding's scatter-add must sum them)."""
+    ids = rng.integers(0, cfg.vocab_size, (B, T))
+    ids.flat[1::3] = ids.flat[0]
+    return ids
+
+
+def _layer_norm_inputs(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, 7])
+    C = cfg.emb_dim
+    return {
+        "layer_norm x": rng.standard_normal((3, C)),
+        "layer_norm scale": 1.0 + 0.2 * rng.standard_normal(C),
+        "layer_norm shift": 0.1 * rng.standard_normal(C),
+        "layer_norm dout": rng.standard_normal((3, C)),
+    }
+
+
+def _layer_norm_outputs(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, cache = layer_norm.forward(inputs["layer_norm x"], inputs["layer_norm scale"], inputs["layer_norm shift"])
+    dx, dscale, dshift = layer_norm.backward(inputs["layer_norm dout"], cache)
+    return {"layer_norm out": out, "layer_norm dx": dx, "layer_norm dscale": dscale, "layer_norm dshift": dshift}
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "numpy": np.__version__}
+    for dist in ("npgpt", "safetensors"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found

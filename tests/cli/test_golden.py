@@ -1,0 +1,109 @@
+"""``npgpt golden write`` / ``verify``: a bundle read by another implementation (torchgpt, through
+the bundle only; a C program for LayerNorm) and its outputs verified, with a negative control."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("safetensors")
+from safetensors.numpy import load_file, save_file
+
+from parity.cli import main
+
+EXAMPLE_C = Path(__file__).resolve().parents[2] / "examples" / "c_layernorm" / "layernorm.c"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden") / "bundle"
+    assert main(["golden", "write", str(out), "--steps", "2", "--vocab-size", "512"]) == 0
+    return out
+
+
+def torch_outputs(bundle: Path) -> dict[str, np.ndarray]:
+    """What a user's implementation does: read the inputs and weights, write every output."""
+    pytest.importorskip("torch")
+    from npgpt.config import GPTConfig
+    from parity.adapters import TorchImpl
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cfg = GPTConfig.from_dict(manifest["config"])
+    inputs = load_file(str(bundle / "inputs.safetensors"))
+    weights = {k.removeprefix("weight "): v for k, v in load_file(str(bundle / "weights.safetensors")).items()}
+    impl = TorchImpl()
+    impl.load(cfg, weights, np.dtype(np.float64))
+    logits, blocks = impl.forward(inputs["input ids"])
+    out = {"logits": logits}
+    for i, block in enumerate(blocks):
+        out[f"trf_blocks.{i} output"] = block
+        out.update({f"trf_blocks.{i}.{k} output": v for k, v in impl.taps()[i].items()})
+    loss, grads = impl.loss_and_grads(inputs["input ids"], inputs["input targets"], None)
+    out.update({"loss": np.array(loss), **{f"grad {k}": np.array(g) for k, g in grads.items()}})
+    opt = manifest["optimizer"]
+    impl.init_optimizer(opt["lr"], opt["weight_decay"], tuple(opt["betas"]), opt["eps"])
+    for s in range(1, manifest["steps"] + 1):
+        prefix = f"step {s} mask "
+        masks = {k.removeprefix(prefix): v.astype(bool) for k, v in inputs.items() if k.startswith(prefix)}
+        loss = impl.loss_and_grads(inputs[f"step {s} ids"], inputs[f"step {s} targets"], masks)[0]
+        impl.optimizer_step()
+        out[f"step {s} loss"] = np.array(loss)
+        for what, state in zip(("param", "adam m", "adam v"), impl.state(), strict=True):
+            out.update({f"{what} {k} @ step {s}": np.array(v) for k, v in state.items()})
+    return out
+
+
+def test_torchgpt_reading_the_bundle_verifies_every_output(bundle, tmp_path, capsys):
+    results = tmp_path / "results.safetensors"
+    save_file(torch_outputs(bundle), str(results))
+    assert main(["golden", "verify", str(bundle), str(results), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    n_out = sum(meta["role"] == "output" for meta in manifest["tensors"].values())
+    assert "float64: PASS" in text and "were not in" in text  # all but the LayerNorm component's 4
+    assert f"4 of the bundle's {n_out} outputs" in text
+
+
+def test_a_perturbed_output_fails_and_is_named(bundle, tmp_path, capsys):
+    outputs = load_file(str(bundle / "backward.safetensors"))
+    name = "grad trf_blocks.1.ff.layers.0.weight"
+    outputs[name] = outputs[name] + 1e-7 * np.abs(outputs[name]).max()
+    results = tmp_path / "bad.npz"
+    np.savez(results, **outputs)
+    assert main(["golden", "verify", str(bundle), str(results), "--quiet"]) == 1
+    assert f"first diverging tensor: {name}" in capsys.readouterr().out
+
+
+def test_the_c_example_writes_layer_norm_outputs_that_verify(bundle, tmp_path, capsys):
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "layernorm"
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(EXAMPLE_C), "-lm"], check=True)
+    results = tmp_path / "c.safetensors"
+    subprocess.run([str(exe), str(bundle / "components.safetensors"), str(results)], check=True)
+    assert main(["golden", "verify", str(bundle), str(results)]) == 0
+    text = capsys.readouterr().out
+    assert "layer_norm dx" in text and "float64: PASS, all 4 within tolerance" in text
+
+
+def test_bad_input_is_one_line_and_exit_2(bundle, tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("keep me")
+    unrelated = tmp_path / "other.npz"
+    np.savez(unrelated, something=np.zeros(3))
+    for args in (
+        ["golden", "write", str(tmp_path / "full")],  # never writes into a directory with files
+        ["golden", "verify", str(tmp_path), str(unrelated)],  # not a bundle
+        ["golden", "verify", str(bundle), str(unrelated)],  # none of the bundle's names
+        ["golden", "verify", str(bundle), str(tmp_path / "missing.safetensors")],
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("npgpt golden: error:"), err
+    assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
