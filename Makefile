@@ -1,7 +1,7 @@
 # One virtual environment, pinned by constraints.txt. `make demo` is the main job, `make test` the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= test,torch,hf,openai
+EXTRAS ?= test,torch,hf,openai,jax
 
 .PHONY: install check demo test lint bench clean parity-thorough
 

@@ -8,6 +8,7 @@ change one sub-module, and the report must name that sub-module first.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,20 @@ def test_what_cannot_be_matched_is_one_line_and_exit_2(capsys, tmp_path, source,
     code, text = check(capsys, "--impl", spec.format(path=path))
     err = [line for line in text.splitlines() if line.startswith("npgpt check: error:")]
     assert code == 2 and len(err) == 1 and message in err[0], text
+
+
+JAX_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jax_gpt2" / "gpt2_jax.py"
+
+
+def test_the_jax_example_passes_through_the_cli_and_a_buggy_copy_fails(capsys, tmp_path):
+    """A non-torch implementation (jax.value_and_grad), run as a user runs it."""
+    pytest.importorskip("jax")
+    code, text = check(capsys, "--impl", f"{JAX_EXAMPLE}:JaxGPT2", "--dtype", "both")
+    assert code == 0 and "float64: PASS" in text and "float32: PASS" in text, text
+    biased = "var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)"
+    source = JAX_EXAMPLE.read_text()
+    assert biased in source
+    buggy = tmp_path / "gpt2_jax_unbiased.py"
+    buggy.write_text(source.replace(biased, "var = ((x - mean) ** 2).sum(axis=-1, keepdims=True) / (x.shape[-1] - 1)"))
+    code, text = check(capsys, "--impl", f"{buggy}:JaxGPT2")
+    assert code == 1 and "first diverging tensor: trf_blocks.0.norm1 output" in text, text
