@@ -157,11 +157,7 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
     hold are counted in a note (a C program may check one component)."""
     st = _safetensors()
     bundle = Path(bundle)
-    try:
-        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
-        tensors = manifest["tensors"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise NpgptError(f"{bundle} is not a golden bundle ({exc}); write one with npgpt golden write") from None
+    tensors = read_manifest(bundle)["tensors"]
     got = _open_results(Path(results), st)
     outputs = [name for name, meta in tensors.items() if meta["role"] == "output"]
     provided = [name for name in outputs if name in got]
@@ -190,6 +186,16 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
     if unknown:
         notes.append(f"{len(unknown)} tensors in {results} are not bundle outputs (ignored), e.g. {unknown[0]!r}")
     return Report("/".join(sorted(dtypes)), rows, notes)
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+        manifest["tensors"], manifest["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NpgptError(f"{bundle} is not a golden bundle ({exc}); write one with npgpt golden write") from None
+    return manifest
 
 
 def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:

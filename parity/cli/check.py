@@ -60,6 +60,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     return {"check": run}
 
 
+def write_json(path: str, config: dict, implementation: str, source: str, reports: list[Report]) -> None:
+    """The one --json schema of check and golden verify (docs/adapters.md), written atomically."""
+    payload = {
+        "config": config,
+        "implementation": implementation,
+        "reference": "npgpt",
+        "source": source,
+        "reports": [
+            {
+                "dtype": r.dtype,
+                "ok": r.ok,
+                "notes": r.notes,
+                "worst": r.worst(),
+                "rows": [dataclasses.asdict(c) for c in r.rows],
+            }
+            for r in reports
+        ],
+    }
+    text = json.dumps(payload, indent=1, default=str).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def check_report_path(path: str | None) -> None:
+    if path:
+        _check_report_path(Path(path))
+
+
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
@@ -143,24 +170,7 @@ def run(args: argparse.Namespace) -> int:
             print_report(report, dtype, time.perf_counter() - t0, args.quiet)
     print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
-        payload = {
-            "config": cfg.to_dict(),
-            "implementation": target.name,
-            "reference": "npgpt",
-            "source": source,
-            "reports": [
-                {
-                    "dtype": r.dtype,
-                    "ok": r.ok,
-                    "notes": r.notes,
-                    "worst": r.worst(),
-                    "rows": [dataclasses.asdict(c) for c in r.rows],
-                }
-                for r in reports
-            ],
-        }
-        text = json.dumps(payload, indent=1, default=str).encode()
-        atomic_write(args.json, lambda f: f.write(text))
+        write_json(args.json, cfg.to_dict(), target.name, source, reports)
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -26,13 +26,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     v.add_argument("dir", help="the bundle")
     v.add_argument("results", help="your outputs: .safetensors or .npz (or a directory of .safetensors), same names")
     v.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
+    v.add_argument("--json", help="also write every row to this JSON file (npgpt check's schema)")
     return {"golden": run}
 
 
 def run(args: argparse.Namespace) -> int:
     from npgpt.validate import check_values
     from parity import golden
-    from parity.cli.check import print_report
+    from parity.cli.check import check_report_path, print_report, write_json
 
     if args.verb == "write":
         check_values(vars(args))
@@ -44,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
             f"check your outputs with: npgpt golden verify {out} RESULTS"
         )
         return 0
+    check_report_path(args.json)
     report = golden.verify(args.dir, args.results)
     print_report(report, report.dtype, None, args.quiet)
+    if args.json:
+        manifest = golden.read_manifest(args.dir)
+        write_json(args.json, manifest["config"], str(args.results), f"golden bundle {args.dir}", [report])
     return 0 if report.ok else 1

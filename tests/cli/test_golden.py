@@ -87,9 +87,12 @@ def test_the_c_example_writes_layer_norm_outputs_that_verify(bundle, tmp_path, c
     subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(EXAMPLE_C), "-lm"], check=True)
     results = tmp_path / "c.safetensors"
     subprocess.run([str(exe), str(bundle / "components.safetensors"), str(results)], check=True)
-    assert main(["golden", "verify", str(bundle), str(results)]) == 0
+    report = tmp_path / "verify.json"
+    assert main(["golden", "verify", str(bundle), str(results), "--json", str(report)]) == 0
     text = capsys.readouterr().out
     assert "layer_norm dx" in text and "float64: PASS, all 4 within tolerance" in text
+    saved = json.loads(report.read_text())  # npgpt check's schema
+    assert saved["reports"][0]["ok"] and saved["reports"][0]["rows"][0]["name"] == "layer_norm out"
 
 
 def test_bad_input_is_one_line_and_exit_2(bundle, tmp_path, capsys):
