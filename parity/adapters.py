@@ -15,6 +15,8 @@ from npgpt.layers.dropout import draw_mask
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
 from npgpt.model import GPTModel as NpModel
 from npgpt.optim import AdamW as NpAdamW
+from npgpt.optim import clip_grad_norm
+from npgpt.schedule import lr_at
 from parity.torch_module import TorchModuleImpl
 
 TIED = "out_head.weight"  # tied to tok_emb.weight in a model whose head is its embedding
@@ -40,8 +42,10 @@ class Implementation(Protocol):
     def init_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float], eps: float) -> None:
         """AdamW with torch.optim.AdamW semantics over all parameters."""
 
-    def optimizer_step(self) -> None:
-        """Apply AdamW to the gradients of the last ``loss_and_grads``."""
+    def optimizer_step(self) -> tuple[float, float] | None:
+        """Apply AdamW to the gradients of the last ``loss_and_grads``. After ``set_schedule``
+        (optional): use the schedule's lr for this step, clip the gradients' global norm, and
+        return (lr, the norm before clipping)."""
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(params, AdamW first moments m, second moments v)."""
@@ -103,10 +107,29 @@ class NumpyImpl:
         trained = {k: v for k, v in self.model.params.items() if not (self.tied and k == TIED)}
         self.optimizer = NpAdamW(trained, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def optimizer_step(self) -> None:
+    def set_schedule(self, schedule, total_steps: int) -> None:
+        """Appendix D's loop from now on: npgpt.schedule's learning rate, npgpt.optim's clipping."""
+        self.schedule, self.total_steps = schedule, total_steps
+
+    def optimizer_step(self) -> tuple[float, float] | None:
+        """AdamW on the last gradients; scheduled: returns (lr, gradient norm before clipping)."""
         assert self.optimizer is not None, "call init_optimizer first"
+        info = None
+        schedule = getattr(self, "schedule", None)
+        if schedule is not None:
+            lr = lr_at(
+                self.optimizer.t,
+                peak_lr=schedule.peak_lr,
+                total_steps=self.total_steps,
+                warmup_steps=schedule.warmup_steps,
+                initial_lr=schedule.initial_lr,
+                min_lr=schedule.min_lr,
+            )
+            self.optimizer.lr = lr
+            info = (lr, clip_grad_norm(self.grads, schedule.max_norm))
         self.optimizer.step(self.grads)
         self.grads = {}  # consumed: do not hold a gradient-sized copy through the next forward
+        return info
 
     def release(self) -> None:
         self.model = self.optimizer = None

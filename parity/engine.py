@@ -24,11 +24,26 @@ from parity.torch_module import SUBMODULES
 ZERO_GRADIENT = ("att.W_key.bias",)
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Appendix D's loop for the k compared steps: linear warmup from ``initial_lr`` to ``peak_lr``,
+    cosine decay to ``min_lr`` at the last step, and global-norm clipping at ``max_norm`` (1.0,
+    the book's value, clips every step of a randomly initialised GPT-2). Each side computes the
+    learning rate and clips with its own code; the report compares both, step by step."""
+
+    peak_lr: float = 4e-4
+    warmup_steps: int = 2
+    initial_lr: float = 4e-5
+    min_lr: float = 4e-6
+    max_norm: float = 1.0
+
+
 @dataclasses.dataclass
 class Report:
     dtype: str
     rows: list[Comparison]
     notes: list[str] = dataclasses.field(default_factory=list)
+    step_norms: dict[int, float] = dataclasses.field(default_factory=dict)  # reference's pre-clip norms
 
     @property
     def ok(self) -> bool:
@@ -119,6 +134,7 @@ def run_check(
     lr: float = 4e-4,
     weight_decay: float = 0.1,
     progress: Callable[[str], None] | None = None,
+    schedule: Schedule | None = Schedule(),
 ) -> Report:
     """Compare ``impl`` against ``ref`` (the reference) and return the rows.
 
@@ -134,6 +150,12 @@ def run_check(
     if getattr(impl, "tied", False) != getattr(ref, "tied", False):
         raise ValueError(f"{impl.name} ties its output head to the token embedding: the reference must tie too")
     replayed = impl.replayed_sites(cfg) if hasattr(impl, "replayed_sites") else None
+    notes = []
+    if schedule is not None and not all(hasattr(im, "set_schedule") for im in (impl, ref)):
+        schedule = None
+        notes.append(f"{impl.name} has no set_schedule: the steps ran at a constant lr without clipping")
+    for im in (impl, ref) if schedule is not None else ():
+        im.set_schedule(dataclasses.replace(schedule, peak_lr=lr), steps)
     with tempfile.TemporaryDirectory(prefix="npgpt-check-") as tmp:
         store = Spill(tmp)
         say(f"{ref.name}: running the reference")
@@ -147,8 +169,28 @@ def run_check(
             f"{impl.name} ties out_head to tok_emb (one tensor): its gradient, parameter and AdamW moments are "
             "compared under tok_emb.weight against the reference tied the same way (the two gradients summed)"
         )
-    report.notes.extend(dict.fromkeys(getattr(impl, "notes", [])))  # each once, in order
+    report.notes.extend(dict.fromkeys([*notes, *getattr(impl, "notes", [])]))  # each once, in order
+    if schedule is not None and steps:
+        clipped = sum(report.step_norms[s] > schedule.max_norm for s in report.step_norms)
+        report.notes.append(
+            f"appendix D's schedule over the {steps} steps (warmup {schedule.warmup_steps}, lr "
+            f"{schedule.initial_lr:g} -> {lr:g} -> {schedule.min_lr:g}) and clipping at {schedule.max_norm:g}: "
+            f"the clip acted at {clipped} of {steps} steps"
+        )
     return report
+
+
+def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Token ids in which some ids always repeat (a quarter of the positions take one of four
+    ids): the embedding's gradient must sum repeated rows, and a random batch over GPT-2's
+    vocabulary would rarely test that."""
+    ids = rng.integers(0, vocab_size, shape)
+    few = rng.integers(0, vocab_size, 4)
+    pick = rng.random(shape) < 0.25
+    ids[pick] = few[rng.integers(0, 4, int(pick.sum()))]
+    if ids.size > 1:
+        ids.flat[-1] = ids.flat[0]  # at least one repeat, whatever the draw
+    return ids
 
 
 def steps_of(
@@ -160,8 +202,8 @@ def steps_of(
     under test cannot take masks at) map to None: no dropout there, on both sides."""
     rng = np.random.default_rng(seed)
     for step in range(steps):
-        step_ids = rng.integers(0, cfg.vocab_size, ids.shape) if step else ids
-        step_targets = rng.integers(0, cfg.vocab_size, ids.shape) if step else targets
+        step_ids = draw_ids(rng, cfg.vocab_size, ids.shape) if step else ids
+        step_targets = draw_ids(rng, cfg.vocab_size, ids.shape) if step else targets
         masks = draw_masks(cfg, *ids.shape, rng) if cfg.drop_rate > 0 else None
         if masks is not None and replayed is not None:
             masks = {site: m if site in replayed else None for site, m in masks.items()}  # None: off
@@ -194,8 +236,11 @@ def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weigh
     ref.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
     for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
         loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
-        ref.optimizer_step()
+        info = ref.optimizer_step()
         store.put(f"step {step + 1} loss", np.float64(loss))
+        if info is not None:  # scheduled: (lr, gradient norm before clipping)
+            store.put(f"step {step + 1} lr", np.float64(info[0]))
+            store.put(f"step {step + 1} grad norm", np.float64(info[1]))
         say(f"{ref.name}: step {step + 1}/{steps}")
     if steps:
         for what, tensors in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
@@ -210,6 +255,7 @@ def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None
 def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> Report:
     dt = np.dtype(dtype)
     rows: list[Comparison] = []
+    step_norms: dict[int, float] = {}
     tol = tolerance(dt, "model")
     impl.load(cfg, params, dt)
     logits, blocks = impl.forward(ids)
@@ -226,9 +272,14 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
     impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
     for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
-        impl.optimizer_step()
+        info = impl.optimizer_step()
         name = f"step {step + 1} loss"
         rows.append(compare(name, np.float64(loss), store[name], tolerance(dt, "step_loss")))
+        if f"step {step + 1} lr" in store.paths:
+            for what, value in zip(("lr", "grad norm"), info, strict=True):
+                name = f"step {step + 1} {what}"
+                rows.append(compare(name, np.float64(value), store[name], tolerance(dt, "step_loss")))
+            step_norms[step + 1] = float(store[f"step {step + 1} grad norm"])
         say(f"{impl.name}: step {step + 1}/{steps}")
     notes = []
     if steps:
@@ -247,4 +298,4 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
                 f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "
                 "is 0, so AdamW follows round-off; their gradients are compared above)"
             )
-    return Report(dt.name, rows, notes)
+    return Report(dt.name, rows, notes, step_norms)

@@ -31,7 +31,7 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers import layer_norm
 from parity.adapters import NumpyImpl
-from parity.engine import ZERO_GRADIENT, Report, random_params, steps_of
+from parity.engine import ZERO_GRADIENT, Report, draw_ids, random_params, steps_of
 from parity.tolerances import TABLE, compare, tolerance
 
 LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8
@@ -92,7 +92,10 @@ def write(
             tensors[k] = {"file": file, "role": roles[k], "shape": list(v.shape), "dtype": str(v.dtype)}
 
     rng = np.random.default_rng(seed)
-    ids, targets = _repeating_ids(rng, cfg, batch_size, seq_len), _repeating_ids(rng, cfg, batch_size, seq_len)
+    ids, targets = (
+        draw_ids(rng, cfg.vocab_size, (batch_size, seq_len)),
+        draw_ids(rng, cfg.vocab_size, (batch_size, seq_len)),
+    )
     params = random_params(cfg, seed)
     inputs = {"input ids": ids, "input targets": targets}
     schedule = list(steps_of(cfg, ids, targets, steps, seed, None))
@@ -227,13 +230,6 @@ def _contiguous(value: Any) -> np.ndarray:
     """An array safetensors can write, without a copy when it already is one (scalars stay 0-d)."""
     a = np.asarray(value)
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-def _repeating_ids(rng: np.random.Generator, cfg: GPTConfig, B: int, T: int) -> np.ndarray:
-    """Token ids with repeats guaranteed (the embedding's scatter-add must sum them)."""
-    ids = rng.integers(0, cfg.vocab_size, (B, T))
-    ids.flat[1::3] = ids.flat[0]
-    return ids
 
 
 def _layer_norm_inputs(cfg: GPTConfig, seed: int) -> dict[str, np.ndarray]:

@@ -353,9 +353,29 @@ class TorchModuleImpl:
         except (RuntimeError, TypeError, ValueError):
             self.optimizer = self.torch.optim.AdamW(self.module.parameters(), **hyper, foreach=False)
 
-    def optimizer_step(self) -> None:
+    def set_schedule(self, schedule, total_steps: int) -> None:
+        """Appendix D's loop from now on: torchgpt's learning rate (warmup_cosine_lr, the book's
+        inline formula) and torch.nn.utils.clip_grad_norm_."""
+        self.schedule, self.total_steps, self.steps_done = schedule, total_steps, 0
+
+    def optimizer_step(self) -> tuple[float, float] | None:
+        info = None
+        schedule = getattr(self, "schedule", None)
+        if schedule is not None:
+            from torchgpt.train import warmup_cosine_lr
+
+            lr = warmup_cosine_lr(
+                self.steps_done, schedule.peak_lr, self.total_steps, schedule.warmup_steps, schedule.initial_lr,
+                schedule.min_lr,
+            )  # fmt: skip
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            norm = self.torch.nn.utils.clip_grad_norm_(self.module.parameters(), schedule.max_norm)
+            info = (lr, float(norm))
+            self.steps_done += 1
         self.optimizer.step()
         self.module.zero_grad(set_to_none=True)  # consumed: free them before the next forward
+        return info
 
     def release(self) -> None:
         self.module = self.optimizer = None

@@ -126,9 +126,27 @@ class JaxGPT2:
         self.v = {k: jnp.zeros_like(x) for k, x in self.p.items()}
         self.t = 0
 
+    def set_schedule(self, schedule, total_steps):
+        """Appendix D's warmup + cosine and global-norm clipping, written here (its own code)."""
+        self.schedule, self.total_steps = schedule, total_steps
+
     def optimizer_step(self):
+        info = None
+        if getattr(self, "schedule", None) is not None:
+            s, t = self.schedule, self.t
+            if t < s.warmup_steps:
+                lr = s.initial_lr + t * (s.peak_lr - s.initial_lr) / s.warmup_steps
+            else:
+                progress = (t - s.warmup_steps) / max(self.total_steps - s.warmup_steps, 1)
+                lr = s.min_lr + (s.peak_lr - s.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+            norm = float(jnp.sqrt(sum(jnp.sum(g**2) for g in self.grads.values())))
+            coef = min(1.0, s.max_norm / (norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s rule
+            self.grads = {k: g * coef for k, g in self.grads.items()}
+            self.hyper = (lr, *self.hyper[1:])
+            info = (lr, norm)
         self.t += 1
         self.p, self.m, self.v = adamw(self.p, self.grads, self.m, self.v, self.t, *self.hyper)
+        return info
 
     def state(self):
         return tuple({k: np.asarray(x) for k, x in d.items()} for d in (self.p, self.m, self.v))

@@ -20,7 +20,7 @@ from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
 from npgpt.validate import check_values
 from parity.cli.runs import DefaultsHelp, Runner
-from parity.engine import Report, Spill, random_params, run_check
+from parity.engine import Report, Spill, draw_ids, random_params, run_check
 
 
 def _return_freed_memory_to_the_system() -> None:
@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if probe is not None:
         probe(cfg)  # builds the module once: its layout, a tied head, its dropout sites
     rng = np.random.default_rng(args.seed)
-    ids = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
-    targets = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len))
+    ids = draw_ids(rng, cfg.vocab_size, (args.batch_size, args.seq_len))  # with repeated ids
+    targets = draw_ids(rng, cfg.vocab_size, (args.batch_size, args.seq_len))
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     print(
         f"npgpt vs {target.name} ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "

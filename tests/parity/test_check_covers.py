@@ -1,0 +1,66 @@
+"""What `npgpt check` must catch beyond the layers (issue: the check never ran the code these live
+in): appendix D's schedule and clipping in its steps, and the embedding's scatter-add on batches
+that always repeat an id. Each case injects the bug into the NumPy side and the check must fail
+at the right row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from npgpt.config import GPTConfig
+from npgpt.layers import embedding
+from parity import adapters
+from parity.adapters import NumpyImpl, TorchImpl
+from parity.engine import draw_ids, random_params, run_check
+
+CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=8, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=True)
+
+
+def report(steps: int = 5):
+    rng = np.random.default_rng(0)
+    ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
+    return run_check(TorchImpl(), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", steps)
+
+
+def test_the_steps_run_appendix_d_and_report_lr_and_grad_norm_per_step():
+    r = report()
+    assert r.ok, r.first_failure
+    names = [row.name for row in r.rows]
+    assert {f"step {s} {what}" for s in range(1, 6) for what in ("lr", "grad norm")} <= set(names)
+    assert any("the clip acted at 5 of 5 steps" in note for note in r.notes), r.notes
+
+
+def test_clipping_that_never_clips_fails(monkeypatch):
+    def measure_only(grads, max_norm):
+        return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+
+    monkeypatch.setattr(adapters, "clip_grad_norm", measure_only)
+    r = report()
+    # AdamW's first step does not depend on the gradient's scale, so the first sign is a later loss
+    failed = r.first_failure
+    assert not r.ok and failed.name.startswith("step ") and failed.name.endswith(" loss"), failed
+
+
+def test_a_cosine_with_the_wrong_period_fails_at_the_first_decayed_lr(monkeypatch):
+    real = adapters.lr_at
+    monkeypatch.setattr(adapters, "lr_at", lambda step, **k: real(step, **{**k, "total_steps": 2 * k["total_steps"]}))
+    r = report()
+    # steps 1-2 warm up, step 3 starts the cosine at its peak whatever the period: step 4 differs
+    assert not r.ok and r.first_failure.name == "step 4 lr", r.first_failure
+
+
+def test_a_scatter_add_that_keeps_one_of_the_repeated_rows_fails(monkeypatch):
+    real = embedding.backward
+
+    def overwrite(dout, cache):
+        dtok, dpos = real(dout, cache)
+        dtok[...] = 0.0
+        dtok[cache.ids] = dout  # the bug: fancy-index assignment keeps one row per repeated id
+        return dtok, dpos
+
+    monkeypatch.setattr(embedding, "backward", overwrite)
+    r = report(steps=0)
+    assert not r.ok and r.first_failure.name == "grad tok_emb.weight", r.first_failure
