@@ -181,8 +181,8 @@ class TorchModuleImpl:
         self._replayed = self._replayable(module, cfg)
 
     def replayed_sites(self, cfg: GPTConfig) -> set[str]:
-        """The dropout sites whose masks this module takes; the engine keeps every other site's
-        units (all-True masks) on both sides."""
+        """The dropout sites whose masks this module takes; the engine switches every other site
+        off on both sides (the reference's masks map it to None)."""
         return set(self._replayed)
 
     def _replayable(self, module: Any, cfg: GPTConfig) -> list[str]:
