@@ -5,6 +5,7 @@ the loss, parameters and AdamW moments after each of k steps (dropout on, shared
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from npgpt.config import GPTConfig
+from npgpt.errors import NpgptError
 from parity.adapters import Implementation, draw_masks
 from parity.tolerances import Comparison, compare, tolerance
 from parity.torch_module import SUBMODULES
@@ -44,6 +46,7 @@ class Report:
     rows: list[Comparison]
     notes: list[str] = dataclasses.field(default_factory=list)
     step_norms: dict[int, float] = dataclasses.field(default_factory=dict)  # reference's pre-clip norms
+    error: str | None = None  # the implementation under test raised: the last row says where
 
     @property
     def ok(self) -> bool:
@@ -68,9 +71,53 @@ class Report:
             out[kind] = (max(a, row.max_abs), max(r, row.max_rel))
         return out
 
+    def by_component(self) -> dict[str, list[Comparison]]:
+        """The rows grouped by the model component they belong to (forward order kept inside
+        each group; groups in the order they first appear)."""
+        groups: dict[str, list[Comparison]] = {}
+        for row in self.rows:
+            groups.setdefault(component_of(row.name), []).append(row)
+        return groups
+
     def table(self) -> str:
         head = f"{'tensor':<44} {'shape':>12} {'max abs':>10} {'rel/max|ref|':>10}  {'tolerance':<16} pass"
-        return "\n".join([head, "-" * len(head)] + [r.row() for r in self.rows] + self.notes)
+        lines = []
+        for component, rows in self.by_component().items():
+            lines += [f"-- {component}", *(r.row() for r in rows)]
+        return "\n".join([head, "-" * len(head), *lines, *self.notes])
+
+    def summary(self) -> str:
+        """One line per component: how many tensors, the verdict, the largest relative error."""
+        lines = []
+        for component, rows in self.by_component().items():
+            bad = [r for r in rows if not r.ok]
+            worst = max((r.max_rel for r in rows if not any(z in r.name for z in ZERO_GRADIENT)), default=0.0)
+            verdict = f"FAIL ({len(bad)}; first {bad[0].name})" if bad else "PASS"
+            lines.append(f"{component:<26} {len(rows):5d} tensors  {verdict}  largest rel {worst:.1e}")
+        return "\n".join([*lines, *self.notes])
+
+
+# component of a row, from the parameter or output name it mentions (first match wins)
+_COMPONENTS = (
+    ("raised ", "crash"),
+    (" lr", "learning-rate schedule"),
+    (" grad norm", "gradient clipping"),
+    ("tok_emb", "embedding"),
+    ("pos_emb", "embedding"),
+    (".att", "attention"),
+    (".norm1", "layer norm"),
+    (".norm2", "layer norm"),
+    ("final_norm", "layer norm"),
+    (".ff", "feed-forward"),
+    ("out_head", "output head"),
+    ("logits", "output head"),
+    ("loss", "loss"),
+    ("trf_blocks.", "block outputs"),
+)
+
+
+def component_of(name: str) -> str:
+    return next((component for key, component in _COMPONENTS if key in name), "other")
 
 
 def random_params(cfg: GPTConfig, seed: int, dtype: np.dtype = np.float64) -> dict[str, np.ndarray]:
@@ -162,7 +209,19 @@ def run_check(
         _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed)
         _release(ref)
         say(f"{impl.name}: running and comparing")
-        report = _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed)
+        rows: list[Comparison] = []
+        doing = ["loading the weights"]  # what the implementation under test was asked to do last
+        try:
+            report = _compare(
+                impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed, rows, doing
+            )
+        except NpgptError:
+            raise  # bad input (unmatched keys ...): one line, exit 2
+        except Exception as exc:  # a crash of the implementation under test is a finding, not a traceback
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            error = f"{impl.name} raised {type(exc).__name__} while {doing[0]}: {first}"
+            rows.append(Comparison(error, (), math.inf, math.inf, tolerance(dtype, "model"), False))
+            report = Report(np.dtype(dtype).name, rows, error=error)
         _release(impl)
     if getattr(impl, "tied", False):
         report.notes.append(
@@ -170,7 +229,7 @@ def run_check(
             "compared under tok_emb.weight against the reference tied the same way (the two gradients summed)"
         )
     report.notes.extend(dict.fromkeys([*notes, *getattr(impl, "notes", [])]))  # each once, in order
-    if schedule is not None and steps:
+    if schedule is not None and steps and report.error is None:
         clipped = sum(report.step_norms[s] > schedule.max_norm for s in report.step_norms)
         report.notes.append(
             f"appendix D's schedule over the {steps} steps (warmup {schedule.warmup_steps}, lr "
@@ -252,26 +311,34 @@ def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None
         store.put(name.format(key), value)
 
 
-def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> Report:
+def _compare(
+    impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed, rows, doing
+) -> Report:
+    """``rows`` fills as tensors are compared; ``doing[0]`` names the call in progress (for the
+    report when the implementation raises)."""
     dt = np.dtype(dtype)
-    rows: list[Comparison] = []
     step_norms: dict[int, float] = {}
     tol = tolerance(dt, "model")
     impl.load(cfg, params, dt)
+    doing[0] = "running the eval forward"
     logits, blocks = impl.forward(ids)
     for name, tensor in _block_rows(impl, blocks):
         if name in store.paths:  # a sub-layer output only the reference reports is not a failure
             rows.append(compare(name, tensor, store[name], tol))
     rows.append(compare("logits", logits, store["logits"], tol))
     del logits, blocks
+    doing[0] = "computing the eval loss and gradients"
     loss, grads = impl.loss_and_grads(ids, targets, None)
     rows.append(compare("loss", np.float64(loss), store["loss"], tolerance(dt, "loss")))
     for name in (n for n in store if n.startswith("grad ")):
         rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
     del grads
+    doing[0] = "creating the optimizer"
     impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
     for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
+        doing[0] = f"computing step {step + 1}'s loss and gradients (train mode, dropout masks)"
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
+        doing[0] = f"taking optimizer step {step + 1}"
         info = impl.optimizer_step()
         name = f"step {step + 1} loss"
         rows.append(compare(name, np.float64(loss), store[name], tolerance(dt, "step_loss")))
@@ -285,6 +352,7 @@ def _compare(impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, wei
     if steps:
         st = tolerance(dt, "state")
         skipped = [k for k in params if k.endswith(ZERO_GRADIENT)] if st.norm else []
+        doing[0] = "reading the parameters and AdamW moments"
         groups = list(impl.state())
         for i, what in enumerate(("param", "adam m", "adam v")):
             tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)

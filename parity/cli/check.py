@@ -56,7 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
     p.add_argument("--json", help="also write every row to this JSON file")
-    p.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
+    p.add_argument("--quiet", action="store_true", help="one line per component instead of one per tensor")
     return {"check": run}
 
 
@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
         write_json(args.json, cfg.to_dict(), target.name, source, reports)
+    errors = [r.error for r in reports if r.error]
+    if errors:
+        print(f"{errors[0]} (exit 3: the implementation under test crashed; its rows up to there are above)")
+        return 3
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -178,10 +182,7 @@ def print_report(report: Report, dtype: str, seconds: float | None, quiet: bool)
     took = "" if seconds is None else f" in {seconds:.1f} s"
     print(f"\n== {dtype}: {len(report.rows)} tensors compared{took} ==")
     if quiet:
-        for row in report.rows:
-            if not row.ok:
-                print(row.row())
-        print("\n".join(report.notes))
+        print(report.summary())
     else:
         print(report.table())
     worst = ", ".join(f"{k} {a:.1e}/{r:.1e}" for k, (a, r) in report.worst().items())

@@ -25,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     v = verbs.add_parser("verify", help="compare an implementation's outputs with a bundle (exit 1 on mismatch)", **fmt)
     v.add_argument("dir", help="the bundle")
     v.add_argument("results", help="your outputs: .safetensors or .npz (or a directory of .safetensors), same names")
-    v.add_argument("--quiet", action="store_true", help="print failing rows and the summary only")
+    v.add_argument("--quiet", action="store_true", help="one line per component instead of one per tensor")
     v.add_argument("--json", help="also write every row to this JSON file (npgpt check's schema)")
     return {"golden": run}
 

@@ -81,3 +81,16 @@ def test_the_default_main_job(capsys):
     assert main(["check", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "12 layers, emb 768, 12 heads, vocab 50257" in text and "float64: PASS" in text
+
+
+def test_rows_are_grouped_by_component_and_quiet_prints_one_line_each(missing_sqrt_d, capsys):
+    assert main(["check", "--config", "tiny", "--steps", "1", "--quiet"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    for component in ("embedding", "attention", "layer norm", "feed-forward", "output head", "loss"):
+        (line,) = [x for x in lines if x.startswith(component + " ")]  # exactly one line per component
+        assert " tensors  " in line
+    (attention,) = [x for x in lines if x.startswith("attention ")]
+    assert "FAIL (" in attention and "first trf_blocks.0.att output" in attention  # the broken component
+    assert main(["check", "--config", "tiny", "--steps", "1"]) == 1
+    text = capsys.readouterr().out
+    assert "-- attention\n" in text and "-- learning-rate schedule\n" in text and "-- gradient clipping\n" in text

@@ -98,6 +98,18 @@ def test_a_hugging_face_layout_file_passes_and_its_buggy_copy_names_the_sub_modu
     assert code == 1 and "first diverging tensor: trf_blocks.0.ff output" in text, text
 
 
+def test_a_crash_in_the_implementation_is_a_row_and_exit_3(capsys, tmp_path):
+    path = tmp_path / "crashes.py"
+    path.write_text(
+        BOOK_FILE + "\n\nclass Fragile(GPTModel):\n    def forward(self, ids):\n        if self.training:\n"
+        "            raise RuntimeError('no dropout here')\n        return super().forward(ids)\n"
+    )
+    code, text = check(capsys, "--impl", f"{path}:Fragile")
+    assert code == 3 and "Traceback" not in text, text
+    assert "raised RuntimeError while computing step 1's loss and gradients" in text and "no dropout here" in text
+    assert "float64: FAIL, 1 outside tolerance" in text  # every row before the crash was compared, and passed
+
+
 def test_an_adapter_class_is_run_through_the_protocol(capsys, tmp_path):
     path = tmp_path / "adapters_mine.py"
     path.write_text("from parity.adapters import NumpyImpl\n\n\nclass Mine(NumpyImpl):\n    name = 'mine'\n")
