@@ -6,6 +6,8 @@ Shapes: B batch, T tokens so far, V vocab_size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from npgpt.errors import NpgptError
@@ -64,12 +66,14 @@ def generate(
     eos_id: int | None = None,
     rng: np.random.Generator | None = None,
     use_cache: bool = True,
+    on_logits: Callable[[np.ndarray], object] | None = None,
 ) -> np.ndarray:
     """Chapter 5's ``generate``: idx (B, T) -> (B, T + n) with n <= max_new_tokens.
 
     Greedy (argmax) when ``temperature`` is 0, otherwise samples from the softmax of the
     filtered logits with ``rng``. Stops early when every row's next token is ``eos_id`` (which is
     not appended, as in the book). Runs the model in eval mode and restores its mode after.
+    ``on_logits``, if given, sees each step's next-token logits (B, V) before filtering.
     """
     if top_k is not None and not 1 <= top_k <= model.cfg.vocab_size:
         raise NpgptError(f"top_k={top_k} must be between 1 and vocab_size={model.cfg.vocab_size}")
@@ -86,7 +90,10 @@ def generate(
     kv = KVCache(model.cfg, idx.shape[0], model.dtype) if use_cache else None
     try:
         for _ in range(max_new_tokens):
-            logits = filter_logits(_next_token_logits(model, idx, context_size, kv), temperature, top_k, top_p)
+            logits = _next_token_logits(model, idx, context_size, kv)  # (B, V)
+            if on_logits is not None:
+                on_logits(logits)
+            logits = filter_logits(logits, temperature, top_k, top_p)
             if temperature > 0.0:
                 probs = softmax(logits.astype(np.float64))  # (B, V)
                 u = rng.random((probs.shape[0], 1))  # type: ignore[union-attr]

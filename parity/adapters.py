@@ -11,6 +11,8 @@ from typing import Protocol
 import numpy as np
 
 from npgpt.config import GPTConfig
+from npgpt.generate import filter_logits as np_filter_logits
+from npgpt.generate import generate as np_generate
 from npgpt.layers.dropout import draw_mask
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
 from npgpt.model import GPTModel as NpModel
@@ -94,6 +96,17 @@ class NumpyImpl:
         """Each block's sub-layer outputs (norm1, att, norm2, ff) from the last ``forward``."""
         return self.taps_
 
+    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
+        """npgpt.generate's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step])."""
+        seen: list[np.ndarray] = []
+        ids = np_generate(
+            self.model, prompt, n, self.model.cfg.context_length, use_cache=use_cache, on_logits=seen.append
+        )
+        return ids, seen
+
+    def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
+        return np_filter_logits(logits, temperature, top_k, top_p)
+
     def loss_and_grads(self, ids, targets, masks):
         self.model.train(masks is not None)
         self.grads = {}  # the last call's gradients go before this call's are made
@@ -148,6 +161,24 @@ class TorchImpl(TorchModuleImpl):
     def __init__(self, device: str = "cpu", attention: str = "book") -> None:
         super().__init__("torchgpt" if attention == "book" else f"torchgpt ({attention})", self._build, device)
         self.attention = attention
+
+    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
+        """torchgpt.generate's greedy loop with its own KV cache."""
+        from torchgpt.generate import generate
+
+        seen: list[np.ndarray] = []
+        self.module.eval()
+        ids = generate(
+            self.module, self._ids(prompt), n, self.cfg.context_length, use_cache=use_cache,
+            on_logits=lambda logits: seen.append(logits.cpu().numpy()),
+        )  # fmt: skip
+        return ids.cpu().numpy(), seen
+
+    def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
+        from torchgpt.generate import filter_logits
+
+        t = self.torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
+        return filter_logits(t, temperature, top_k, top_p).cpu().numpy()
 
     def _build(self, cfg: GPTConfig):
         from torchgpt.model import GPTModel, set_attention

@@ -14,6 +14,7 @@ import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
+from npgpt.layers.cross_entropy import softmax
 from parity.adapters import Implementation, draw_masks
 from parity.tolerances import Comparison, compare, tolerance
 from parity.torch_module import SUBMODULES
@@ -100,6 +101,8 @@ class Report:
 # component of a row, from the parameter or output name it mentions (first match wins)
 _COMPONENTS = (
     ("raised ", "crash"),
+    ("generate", "generation (KV cache)"),
+    ("filter ", "sampling filters"),
     (" lr", "learning-rate schedule"),
     (" grad norm", "gradient clipping"),
     ("tok_emb", "embedding"),
@@ -228,6 +231,8 @@ def run_check(
             f"{impl.name} ties out_head to tok_emb (one tensor): its gradient, parameter and AdamW moments are "
             "compared under tok_emb.weight against the reference tied the same way (the two gradients summed)"
         )
+    if not hasattr(impl, "generate_greedy"):
+        notes.append(f"no generation or sampling-filter rows: {impl.name} has no generate_greedy (docs/adapters.md)")
     report.notes.extend(dict.fromkeys([*notes, *getattr(impl, "notes", [])]))  # each once, in order
     if schedule is not None and steps and report.error is None:
         clipped = sum(report.step_norms[s] > schedule.max_norm for s in report.step_norms)
@@ -250,6 +255,32 @@ def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) 
     if ids.size > 1:
         ids.flat[-1] = ids.flat[0]  # at least one repeat, whatever the draw
     return ids
+
+
+GENERATED = 4  # greedy tokens compared, each step's logits too
+FILTERS = ((1.0, None, None), (1.4, 25, None), (1.0, None, 0.9), (0.7, 5, 0.95))  # (temperature, top-k, top-p)
+
+
+def _generation(im: Implementation, ids: np.ndarray, logits: np.ndarray, use_cache: bool = True) -> list[tuple]:
+    """(name, tensor): a greedy continuation of the first half of ``ids`` with the KV cache
+    (each step's next-token logits, then the tokens), and the sampling filters applied to the
+    same last-position ``logits``, compared as kept-token masks and probabilities (no draws).
+    The filters always see float64 logits: which token crosses top-p's threshold is decided by
+    the last bits of a float32 cumulative sum, a tie between two correct implementations."""
+    prompt = ids[:, : max(1, ids.shape[1] // 2)]
+    tokens, steps = im.generate_greedy(prompt, GENERATED, use_cache=use_cache)
+    cache = "KV cache" if use_cache else "no cache, reference"
+    rows = [(f"generate step {j + 1} logits ({cache})", step) for j, step in enumerate(steps)]
+    rows.append((f"generate tokens ({cache})", np.asarray(tokens, dtype=np.float64)))
+    if not use_cache:
+        return rows
+    for temperature, top_k, top_p in FILTERS:
+        top_k = None if top_k is None else min(top_k, logits.shape[-1])  # a tiny vocabulary has fewer
+        kept = im.filter_logits(logits, temperature, top_k, top_p)
+        label = f"filter temperature {temperature}, top-k {top_k}, top-p {top_p}"
+        rows.append((f"{label}: kept tokens", np.isfinite(kept).astype(logits.dtype)))
+        rows.append((f"{label}: probabilities", softmax(kept)))
+    return rows
 
 
 def steps_of(
@@ -287,6 +318,10 @@ def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weigh
     for name, tensor in _block_rows(ref, blocks):
         store.put(name, tensor)
     store.put("logits", logits)
+    if hasattr(ref, "generate_greedy"):
+        last = logits[:, -1, :].astype(np.float64)
+        for name, tensor in _generation(ref, ids, last) + _generation(ref, ids, last, use_cache=False):
+            store.put(name, tensor)
     del logits, blocks
     loss, grads = ref.loss_and_grads(ids, targets, None)  # eval mode
     store.put("loss", np.float64(loss))
@@ -327,6 +362,17 @@ def _compare(
             rows.append(compare(name, tensor, store[name], tol))
     rows.append(compare("logits", logits, store["logits"], tol))
     del logits, blocks
+    if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
+        doing[0] = "generating with its KV cache"
+        for name, tensor in _generation(impl, ids, store["logits"][:, -1, :].astype(np.float64)):
+            rows.append(compare(name, tensor, store[name], tol))
+        for j in range(GENERATED):  # the reference's own cache against its uncached loop
+            cached, uncached = (
+                f"generate step {j + 1} logits (KV cache)",
+                f"generate step {j + 1} logits (no cache, reference)",
+            )
+            if uncached in store.paths:
+                rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached], tol))
     doing[0] = "computing the eval loss and gradients"
     loss, grads = impl.loss_and_grads(ids, targets, None)
     rows.append(compare("loss", np.float64(loss), store["loss"], tolerance(dt, "loss")))

@@ -3,6 +3,8 @@ top-k), plus top-p and a KV cache whose output equals the uncached path."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from npgpt.errors import NpgptError
@@ -60,12 +62,14 @@ def generate(
     top_p: float | None = None,
     use_cache: bool = False,
     generator: torch.Generator | None = None,
+    on_logits: Callable[[torch.Tensor], object] | None = None,
 ) -> torch.Tensor:
     """Chapter 5's ``generate``; greedy at temperature 0, multinomial sampling otherwise.
 
     Stops when every row's next token is ``eos_id`` (not appended). ``use_cache`` feeds only the
     new token each step; when the window slides past the context the cache is refilled from
-    the cropped window, so the tokens are those of the uncached loop.
+    the cropped window, so the tokens are those of the uncached loop. ``on_logits``, if given,
+    sees each step's next-token logits (B, V) before filtering.
     """
     _check_ids(model, idx)
     if top_k is not None and not 1 <= top_k <= model.tok_emb.num_embeddings:
@@ -83,6 +87,8 @@ def generate(
                 logits = model(idx[:, -context_size:], kv)
             else:
                 logits = model(idx[:, -1:], kv)
+        if on_logits is not None:
+            on_logits(logits[:, -1, :])
         logits = filter_logits(logits[:, -1, :], temperature, top_k, top_p)
         if temperature > 0.0:
             probs = torch.softmax(logits, dim=-1)

@@ -64,3 +64,50 @@ def test_a_scatter_add_that_keeps_one_of_the_repeated_rows_fails(monkeypatch):
     monkeypatch.setattr(embedding, "backward", overwrite)
     r = report(steps=0)
     assert not r.ok and r.first_failure.name == "grad tok_emb.weight", r.first_failure
+
+
+def first_failure_with(monkeypatch, target, name, replacement):
+    monkeypatch.setattr(target, name, replacement)
+    r = report(steps=0)
+    assert not r.ok
+    return r.first_failure.name
+
+
+def test_a_kv_cache_that_feeds_position_0_to_every_new_token_fails(monkeypatch):
+    real = embedding.forward
+    name = first_failure_with(
+        monkeypatch, embedding, "forward", lambda ids, tok, pos, pos_offset=0: real(ids, tok, pos, 0)
+    )
+    assert name == "generate step 2 logits (KV cache)"  # step 1 fills the cache from position 0
+
+
+def test_top_k_that_keeps_k_plus_1_fails(monkeypatch):
+    real = adapters.np_filter_logits
+
+    def k_plus_1(logits, temperature, top_k, top_p):
+        return real(logits, temperature, None if top_k is None else top_k + 1, top_p)
+
+    assert first_failure_with(monkeypatch, adapters, "np_filter_logits", k_plus_1).endswith(
+        "top-k 25, top-p None: kept tokens"
+    )
+
+
+def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
+    from npgpt.layers.cross_entropy import softmax
+
+    real = adapters.np_filter_logits
+
+    def drops_crossing(logits, temperature, top_k, top_p):
+        out = real(logits, temperature, top_k, None)
+        if top_p is None:
+            return out
+        probs = softmax(out)
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        through = np.cumsum(np.take_along_axis(probs, order, axis=-1), axis=-1)  # mass including each token
+        drop = np.empty_like(through, dtype=bool)
+        np.put_along_axis(drop, order, through >= top_p, axis=-1)  # the bug: the crossing token goes too
+        return np.where(drop, -np.inf, out)
+
+    assert first_failure_with(monkeypatch, adapters, "np_filter_logits", drops_crossing).endswith(
+        "top-p 0.9: kept tokens"
+    )
