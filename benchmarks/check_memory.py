@@ -1,8 +1,9 @@
 """Peak resident memory and wall time of the main job, `npgpt check` with its defaults (GPT-2
 small's shape, float64, 10 AdamW steps), run as a user runs it: a child process, measured from
-outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md}.
+outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md};
+``--demo`` measures ``npgpt demo`` (into a temporary --out) instead: demo-memory-<cpu>.*.
 
-    python -m benchmarks.check_memory [--impl hf]
+    python -m benchmarks.check_memory [--impl hf | --demo]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,16 +24,19 @@ from benchmarks.measure import machine
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.check_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default=None, help="also pass --impl (default: the main job, torchgpt)")
+    parser.add_argument("--demo", action="store_true", help="measure `npgpt demo` instead of check")
     args = parser.parse_args(argv)
     extra = ["--impl", args.impl] if args.impl else []
-    cmd = [sys.executable, "-m", "parity.cli", "check", "--quiet", *extra]
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
+    command = ["demo"] if args.demo else ["check", "--quiet", *extra]
+    with tempfile.TemporaryDirectory(prefix="npgpt-memory-bench-") as tmp:
+        out = ["--out", str(Path(tmp) / "demo")] if args.demo else []
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "parity.cli", *command, *out], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
     m = machine()
     result = {
-        "command": " ".join(["npgpt check --quiet", *extra]),
+        "command": " ".join(["npgpt", *command]),
         "exit_code": done.returncode,
         "wall_s": wall,
         "peak_rss_bytes": peak,
@@ -41,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     vendor = "amd" if "AMD" in m["cpu"] else "intel" if "Intel" in m["cpu"] else "cpu"
     impl = f"-{args.impl}" if args.impl else ""
-    stem = Path("benchmarks/results") / f"check-memory{impl}-{vendor}-{os.cpu_count()}core"
+    shape = "the tiny model on the embedded story" if args.demo else "GPT-2 small, float64"
+    name = "demo-memory" if args.demo else f"check-memory{impl}"
+    stem = Path("benchmarks/results") / f"{name}-{vendor}-{os.cpu_count()}core"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(
-        f"# `{result['command']}` (GPT-2 small, float64) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
+        f"# `{result['command']}` ({shape}) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
         f"| exit code | wall time | peak resident memory |\n|---|---|---|\n"
         f"| {done.returncode} | {wall:.0f} s | {peak / 1e9:.2f} GB ({peak / 2**30:.2f} GiB) |\n\n"
         + "\n".join(f"- {line}" for line in result["summary"])

@@ -19,6 +19,7 @@ Each file is written as soon as its tensors exist, so memory holds one group at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -75,7 +76,11 @@ def write(
     st = _safetensors()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise NpgptError(f"{out} exists and is not an empty directory; choose a new directory for the bundle")
+        killed = out.is_dir() and not (out / MANIFEST).exists() and (out / "inputs.safetensors").exists()
+        hint = " (it looks like a bundle whose write was stopped: no manifest.json; delete it to write again)"
+        raise NpgptError(
+            f"{out} exists and is not an empty directory{hint if killed else ''}; choose a new directory for the bundle"
+        )
     extra = {} if vocab_size is None else {"vocab_size": vocab_size}
     cfg = GPTConfig.preset(config, qkv_bias=True, drop_rate=drop_rate, **extra)
     if seq_len > cfg.context_length:
@@ -159,6 +164,8 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
     results hold is compared with the tolerance table at the results' dtype; outputs they do not
     hold are counted in a note (a C program may check one component)."""
     st = _safetensors()
+    from safetensors import safe_open
+
     bundle = Path(bundle)
     tensors = read_manifest(bundle)["tensors"]
     got = _open_results(Path(results), st)
@@ -171,17 +178,22 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
             f"name them as in {bundle / MANIFEST}, e.g. {outputs[0]!r}"
         )
     rows, dtypes = [], set()
-    for name in provided:
-        actual = np.asarray(got[name])
-        if actual.dtype not in (np.float32, np.float64):
-            raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
-        if actual.dtype == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
-            continue  # AdamW follows round-off there in float32 (parity/engine.py, ZERO_GRADIENT)
-        expected = _read(bundle / tensors[name]["file"], name)
-        if actual.shape != expected.shape and actual.size == expected.size == 1:
-            actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
-        dtypes.add(actual.dtype.name)
-        rows.append(compare(name, actual, expected.astype(actual.dtype), tolerance(actual.dtype, _kind(name))))
+    opened: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for name in provided:
+            actual = np.asarray(got[name])
+            if actual.dtype not in (np.float32, np.float64):
+                raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
+            if actual.dtype == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
+                continue  # AdamW follows round-off there in float32 (parity/engine.py, ZERO_GRADIENT)
+            file = tensors[name]["file"]
+            if file not in opened:  # each bundle file opened once, memory-mapped: one tensor read at a time
+                opened[file] = stack.enter_context(safe_open(str(bundle / file), framework="np"))
+            expected = opened[file].get_tensor(name)
+            if actual.shape != expected.shape and actual.size == expected.size == 1:
+                actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
+            dtypes.add(actual.dtype.name)
+            rows.append(compare(name, actual, expected.astype(actual.dtype), tolerance(actual.dtype, _kind(name))))
     notes = []
     if len(provided) < len(outputs):
         notes.append(f"{len(outputs) - len(provided)} of the bundle's {len(outputs)} outputs were not in {results}")
@@ -216,14 +228,6 @@ def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:
         return st.load_file(str(path))
     except (OSError, ValueError, RuntimeError) as exc:
         raise NpgptError(f"{path}: cannot read it as safetensors/npz ({exc})") from None
-
-
-def _read(file: Path, name: str) -> np.ndarray:
-    """One tensor of a bundle file (memory-mapped: the rest of the file is not read)."""
-    from safetensors import safe_open
-
-    with safe_open(str(file), framework="np") as f:
-        return f.get_tensor(name)
 
 
 def _contiguous(value: Any) -> np.ndarray:

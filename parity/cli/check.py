@@ -82,18 +82,16 @@ def write_json(path: str, config: dict, implementation: str, source: str, report
     atomic_write(path, lambda f: f.write(text))
 
 
-def check_report_path(path: str | None) -> None:
-    if path:
-        _check_report_path(Path(path))
-
-
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
-def _check_report_path(path: Path) -> None:
+def check_report_path(path: str | None) -> None:
     """The report may replace an earlier ``npgpt check`` report, never another file, and its
     directory must be writable; nothing is created until the report is written (atomically)."""
+    if not path:
+        return
+    path = Path(path)
     if path.is_dir():
         raise NpgptError(f"--json {path}: is a directory; give a file name")
     if path.exists():
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     check_values(vars(args))
     _return_freed_memory_to_the_system()
     if args.json:  # found unwritable before the comparison, not after it
-        _check_report_path(Path(args.json))
+        check_report_path(args.json)
     try:
         from parity.adapters import NumpyImpl
         from parity.targets import resolve

@@ -110,3 +110,10 @@ def test_bad_input_is_one_line_and_exit_2(bundle, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("npgpt golden: error:"), err
     assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
+    # a write killed before its manifest: not verifiable, and the rewrite says why it refuses
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    shutil.copy(bundle / "inputs.safetensors", stopped)
+    assert main(["golden", "verify", str(stopped), str(unrelated)]) == 2
+    assert main(["golden", "write", str(stopped)]) == 2
+    assert "write was stopped" in capsys.readouterr().err
