@@ -107,6 +107,14 @@ class NumpyImpl:
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
         return np_filter_logits(logits, temperature, top_k, top_p)
 
+    def data_batches(self, text: str, batch_size: int, max_length: int, stride: int, drop_last: bool):
+        """npgpt.data's windows and loader, in order: [(inputs (B, T), targets (B, T)), ...]."""
+        from npgpt.data import DataLoader, GPTDatasetV1
+        from npgpt.tokenizer import get_tokenizer
+
+        dataset = GPTDatasetV1(text, get_tokenizer(), max_length, stride)
+        return list(DataLoader(dataset, batch_size, shuffle=False, drop_last=drop_last))
+
     def loss_and_grads(self, ids, targets, masks):
         self.model.train(masks is not None)
         self.grads = {}  # the last call's gradients go before this call's are made
@@ -179,6 +187,13 @@ class TorchImpl(TorchModuleImpl):
 
         t = self.torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
         return filter_logits(t, temperature, top_k, top_p).cpu().numpy()
+
+    def data_batches(self, text: str, batch_size: int, max_length: int, stride: int, drop_last: bool):
+        """torchgpt's own create_dataloader_v1 (its GPTDatasetV1 over torch tensors), shuffle off."""
+        from torchgpt.data import create_dataloader_v1
+
+        loader = create_dataloader_v1(text, batch_size, max_length, stride, shuffle=False, drop_last=drop_last)
+        return [(x.numpy(), y.numpy()) for x, y in loader]
 
     def _build(self, cfg: GPTConfig):
         from torchgpt.model import GPTModel, set_attention

@@ -101,6 +101,7 @@ class Report:
 # component of a row, from the parameter or output name it mentions (first match wins)
 _COMPONENTS = (
     ("raised ", "crash"),
+    ("data ", "data pipeline"),
     ("generate", "generation (KV cache)"),
     ("filter ", "sampling filters"),
     (" lr", "learning-rate schedule"),
@@ -233,6 +234,8 @@ def run_check(
         )
     if not hasattr(impl, "generate_greedy"):
         notes.append(f"no generation or sampling-filter rows: {impl.name} has no generate_greedy (docs/adapters.md)")
+    if not hasattr(impl, "data_batches"):
+        notes.append(f"no data-pipeline rows: {impl.name} has no data_batches (docs/adapters.md)")
     report.notes.extend(dict.fromkeys([*notes, *getattr(impl, "notes", [])]))  # each once, in order
     if schedule is not None and steps and report.error is None:
         clipped = sum(report.step_norms[s] > schedule.max_norm for s in report.step_norms)
@@ -255,6 +258,32 @@ def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) 
     if ids.size > 1:
         ids.flat[-1] = ids.flat[0]  # at least one repeat, whatever the draw
     return ids
+
+
+# (batch_size, max_length, stride, drop_last) of the data rows: chapter 2's overlapping windows
+# and non-overlapping ones whose last, short batch is dropped
+WINDOWS = ((8, 4, 1, False), (4, 16, 16, True))
+
+
+def _data(im: Implementation) -> list[tuple]:
+    """(name, tensor): every batch of the implementation's own loader over the embedded text,
+    in order (shuffle off), concatenated, with the batch sizes (a wrong drop_last shows there)."""
+    from npgpt.data import embedded_text
+
+    rows = []
+    for batch_size, max_length, stride, drop_last in WINDOWS:
+        batches = im.data_batches(embedded_text(), batch_size, max_length, stride, drop_last)
+        label = f"data T={max_length} stride {stride} batch {batch_size}{' drop_last' if drop_last else ''}"
+        for j, what in enumerate(("inputs", "targets")):
+            parts = [np.asarray(batch[j], dtype=np.int64).reshape(-1, max_length) for batch in batches]
+            rows.append((f"{label}: {what}", np.concatenate(parts) if parts else np.zeros((0, max_length), np.int64)))
+        rows.append((f"{label}: batch sizes", np.array([len(batch[0]) for batch in batches], dtype=np.int64)))
+    return rows
+
+
+def _exact(name: str) -> bool:
+    """Integer rows: token ids, kept-token masks and data windows, equal or wrong."""
+    return name.startswith("data ") or name.endswith((" tokens (KV cache)", ": kept tokens"))
 
 
 GENERATED = 4  # greedy tokens compared, each step's logits too
@@ -313,6 +342,9 @@ def _block_rows(impl: Implementation, blocks: list[np.ndarray]) -> list[tuple[st
 
 
 def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> None:
+    if hasattr(ref, "data_batches"):
+        for name, tensor in _data(ref):
+            store.put(name, tensor)
     ref.load(cfg, params, np.dtype(dtype))
     logits, blocks = ref.forward(ids)  # eval mode: every block's residual output, then the logits
     for name, tensor in _block_rows(ref, blocks):
@@ -353,7 +385,12 @@ def _compare(
     report when the implementation raises)."""
     dt = np.dtype(dtype)
     step_norms: dict[int, float] = {}
-    tol = tolerance(dt, "model")
+    tol, exact = tolerance(dt, "model"), tolerance(dt, "exact")
+    if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
+        doing[0] = "batching the embedded text with its data loader"
+        for name, tensor in _data(impl):
+            rows.append(compare(name, tensor, store[name], exact))
+    doing[0] = "loading the weights"
     impl.load(cfg, params, dt)
     doing[0] = "running the eval forward"
     logits, blocks = impl.forward(ids)
@@ -365,7 +402,7 @@ def _compare(
     if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
         doing[0] = "generating with its KV cache"
         for name, tensor in _generation(impl, ids, store["logits"][:, -1, :].astype(np.float64)):
-            rows.append(compare(name, tensor, store[name], tol))
+            rows.append(compare(name, tensor, store[name], exact if _exact(name) else tol))
         for j in range(GENERATED):  # the reference's own cache against its uncached loop
             cached, uncached = (
                 f"generate step {j + 1} logits (KV cache)",

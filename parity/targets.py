@@ -22,6 +22,7 @@ from typing import Any
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from parity.adapters import TorchImpl
+from parity.hf_model import HFModelImpl, hf_model
 from parity.torch_module import TorchModuleImpl, hf_config
 
 BUILTIN = ("torchgpt", "hf", "hf-sdpa")
@@ -34,9 +35,7 @@ def resolve(spec: str, device: str = "cpu") -> Any:
     if spec in ("hf", "hf-sdpa"):
         attention = "sdpa" if spec == "hf-sdpa" else "eager"
         _need_transformers()
-        return TorchModuleImpl(
-            f"transformers GPT2LMHeadModel ({attention})", lambda cfg: _hf_model(cfg, attention), device
-        )
+        return HFModelImpl(f"transformers GPT2LMHeadModel ({attention})", lambda cfg: hf_model(cfg, attention), device)
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
         raise NpgptError(f"--impl {spec}: not one of {', '.join(BUILTIN)}, file.py:Name or package.module:Name")
@@ -47,7 +46,16 @@ def resolve(spec: str, device: str = "cpu") -> Any:
         return obj()  # an adapter
     if not callable(obj):
         raise NpgptError(f"--impl {spec}: {name} is neither a class nor a function")
-    return TorchModuleImpl(spec, lambda cfg: _construct(obj, cfg, spec), device)
+    kind = HFModelImpl if _is_hf_class(obj) else TorchModuleImpl
+    return kind(spec, lambda cfg: _construct(obj, cfg, spec), device)
+
+
+def _is_hf_class(obj: Any) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return False
+    return inspect.isclass(obj) and issubclass(obj, PreTrainedModel)
 
 
 def _need_transformers() -> None:
@@ -55,12 +63,6 @@ def _need_transformers() -> None:
         import transformers  # noqa: F401
     except ImportError:
         raise NpgptError("--impl hf needs transformers; pip install 'npgpt[hf]'") from None
-
-
-def _hf_model(cfg: GPTConfig, attention: str) -> Any:
-    from transformers import GPT2LMHeadModel
-
-    return GPT2LMHeadModel(hf_config(cfg, attention))
 
 
 def _import(where: str, spec: str) -> Any:
@@ -88,11 +90,7 @@ def _import(where: str, spec: str) -> Any:
 
 def _construct(obj: Any, cfg: GPTConfig, spec: str) -> Any:
     """A transformers model from a GPT2Config; anything else from the book's config dict."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
-        PreTrainedModel = ()
-    if inspect.isclass(obj) and PreTrainedModel and issubclass(obj, PreTrainedModel):
+    if _is_hf_class(obj):
         return obj(hf_config(cfg))
     try:
         return obj(cfg.to_dict())

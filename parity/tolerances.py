@@ -25,7 +25,8 @@ class Tol:
 
 
 # (dtype, kind) -> Tol. kinds: component forward/backward, model (logits, block outputs, grads),
-# loss, step_loss (the loss at each AdamW step), state (params, m, v after k steps).
+# loss, step_loss (the loss at each AdamW step), state (params, m, v after k steps), exact (token
+# ids, kept-token masks, data windows: integers, equal or wrong, in every dtype).
 TABLE: dict[tuple[str, str], Tol] = {
     ("float64", "fwd"): Tol(1e-10, 1e-10),
     ("float64", "bwd"): Tol(1e-10, 1e-10),
@@ -39,6 +40,8 @@ TABLE: dict[tuple[str, str], Tol] = {
     ("float32", "loss"): Tol(1e-5, 0.0),
     ("float32", "step_loss"): Tol(1e-4, 0.0),
     ("float32", "state"): Tol(1e-4, 1e-5, norm=True),
+    ("float64", "exact"): Tol(0.0, 0.0),
+    ("float32", "exact"): Tol(0.0, 0.0),
 }
 
 

@@ -76,6 +76,27 @@ def test_transformers_gpt2_passes_in_both_dtypes_with_its_tied_head(capsys, tmp_
     names = [row["name"] for row in saved["reports"][0]["rows"]]
     assert "grad tok_emb.weight" in names and "grad out_head.weight" not in names  # one tied tensor
     assert "trf_blocks.1.att output" in names  # localization below the block
+    # its own past_key_values cache and logits processors, and no data pipeline (said so)
+    assert (
+        "generate step 4 logits (KV cache)" in names
+        and "filter temperature 0.7, top-k 5, top-p 0.95: kept tokens" in names
+    )
+    assert "no data-pipeline rows" in text
+
+
+def test_the_hf_rows_run_transformers_own_logits_processors(capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    from transformers.generation import logits_process
+
+    class KeepsOneMore(logits_process.TopKLogitsWarper):
+        def __init__(self, top_k, **kwargs):
+            super().__init__(top_k + 1, **kwargs)
+
+    monkeypatch.setattr(logits_process, "TopKLogitsWarper", KeepsOneMore)
+    code, text = check(capsys, "--impl", "hf")
+    assert code == 1 and "first diverging tensor: filter temperature 1.4, top-k 25, top-p None: kept tokens" in text, (
+        text
+    )
 
 
 def test_a_book_layout_file_passes_and_its_buggy_copy_names_the_sub_module(capsys, tmp_path):

@@ -111,3 +111,50 @@ def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
     assert first_failure_with(monkeypatch, adapters, "np_filter_logits", drops_crossing).endswith(
         "top-p 0.9: kept tokens"
     )
+
+
+def test_the_data_rows_compare_torchgpts_own_loader_with_the_reference_windows():
+    r = report(steps=0)
+    data = [row for row in r.rows if row.name.startswith("data ")]
+    assert len(data) == 6 and all(row.ok for row in data)
+    assert data[0].shape == (351, 4)  # every window of the embedded text, max_length 4, stride 1
+
+
+def test_targets_not_shifted_by_one_fail_at_the_targets_row(monkeypatch):
+    import torchgpt.data
+
+    class Unshifted(torchgpt.data.GPTDatasetV1):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            self.target_ids = self.input_ids.clone()  # the bug
+
+    assert first_failure_with(monkeypatch, torchgpt.data, "GPTDatasetV1", Unshifted) == (
+        "data T=4 stride 1 batch 8: targets"
+    )
+
+
+def test_a_loader_that_ignores_drop_last_fails(monkeypatch):
+    import torchgpt.data
+
+    real = torchgpt.data.create_dataloader_v1
+    ignores = lambda *a, drop_last=True, **k: real(*a, drop_last=False, **k)  # noqa: E731
+    assert first_failure_with(monkeypatch, torchgpt.data, "create_dataloader_v1", ignores) == (
+        "data T=16 stride 16 batch 4 drop_last: inputs"
+    )
+
+
+def test_a_generated_token_one_off_fails_in_float32(monkeypatch):
+    # token ids are compared exactly: the float32 model tolerance (1e-4 of max|ref|) would let
+    # an id of 96 pass as 95
+    real = TorchImpl.generate_greedy
+
+    def off_by_one(self, prompt, n, use_cache=True):
+        ids, seen = real(self, prompt, n, use_cache)
+        ids[0, -1] = (ids[0, -1] + 1) % CFG.vocab_size
+        return ids, seen
+
+    monkeypatch.setattr(TorchImpl, "generate_greedy", off_by_one)
+    rng = np.random.default_rng(0)
+    ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
+    r = run_check(TorchImpl(), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float32", 0)
+    assert [row.name for row in r.rows if not row.ok] == ["generate tokens (KV cache)"]
