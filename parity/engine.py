@@ -265,7 +265,7 @@ def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) 
 WINDOWS = ((8, 4, 1, False), (4, 16, 16, True))
 
 
-def _data(im: Implementation) -> list[tuple]:
+def data_rows(im: Implementation) -> list[tuple]:
     """(name, tensor): every batch of the implementation's own loader over the embedded text,
     in order (shuffle off), concatenated, with the batch sizes (a wrong drop_last shows there)."""
     from npgpt.data import embedded_text
@@ -281,7 +281,7 @@ def _data(im: Implementation) -> list[tuple]:
     return rows
 
 
-def _exact(name: str) -> bool:
+def is_exact(name: str) -> bool:
     """Integer rows: token ids, kept-token masks and data windows, equal or wrong."""
     return name.startswith("data ") or name.endswith((" tokens (KV cache)", ": kept tokens"))
 
@@ -290,13 +290,17 @@ GENERATED = 4  # greedy tokens compared, each step's logits too
 FILTERS = ((1.0, None, None), (1.4, 25, None), (1.0, None, 0.9), (0.7, 5, 0.95))  # (temperature, top-k, top-p)
 
 
-def _generation(im: Implementation, ids: np.ndarray, logits: np.ndarray, use_cache: bool = True) -> list[tuple]:
-    """(name, tensor): a greedy continuation of the first half of ``ids`` with the KV cache
-    (each step's next-token logits, then the tokens), and the sampling filters applied to the
-    same last-position ``logits``, compared as kept-token masks and probabilities (no draws).
+def prompt_of(ids: np.ndarray) -> np.ndarray:
+    """The generation rows' prompt: the first half of the check's input ids (at least one)."""
+    return ids[:, : max(1, ids.shape[1] // 2)]
+
+
+def generation_rows(im: Implementation, prompt: np.ndarray, logits: np.ndarray, use_cache: bool = True) -> list[tuple]:
+    """(name, tensor): a greedy continuation of ``prompt`` with the KV cache (each step's
+    next-token logits, then the tokens), and the sampling filters applied to the same
+    last-position ``logits``, compared as kept-token masks and probabilities (no draws).
     The filters always see float64 logits: which token crosses top-p's threshold is decided by
     the last bits of a float32 cumulative sum, a tie between two correct implementations."""
-    prompt = ids[:, : max(1, ids.shape[1] // 2)]
     tokens, steps = im.generate_greedy(prompt, GENERATED, use_cache=use_cache)
     cache = "KV cache" if use_cache else "no cache, reference"
     rows = [(f"generate step {j + 1} logits ({cache})", step) for j, step in enumerate(steps)]
@@ -343,7 +347,7 @@ def _block_rows(impl: Implementation, blocks: list[np.ndarray]) -> list[tuple[st
 
 def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> None:
     if hasattr(ref, "data_batches"):
-        for name, tensor in _data(ref):
+        for name, tensor in data_rows(ref):
             store.put(name, tensor)
     ref.load(cfg, params, np.dtype(dtype))
     logits, blocks = ref.forward(ids)  # eval mode: every block's residual output, then the logits
@@ -352,7 +356,8 @@ def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weigh
     store.put("logits", logits)
     if hasattr(ref, "generate_greedy"):
         last = logits[:, -1, :].astype(np.float64)
-        for name, tensor in _generation(ref, ids, last) + _generation(ref, ids, last, use_cache=False):
+        prompt = prompt_of(ids)
+        for name, tensor in generation_rows(ref, prompt, last) + generation_rows(ref, prompt, last, use_cache=False):
             store.put(name, tensor)
     del logits, blocks
     loss, grads = ref.loss_and_grads(ids, targets, None)  # eval mode
@@ -388,7 +393,7 @@ def _compare(
     tol, exact = tolerance(dt, "model"), tolerance(dt, "exact")
     if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
         doing[0] = "batching the embedded text with its data loader"
-        for name, tensor in _data(impl):
+        for name, tensor in data_rows(impl):
             rows.append(compare(name, tensor, store[name], exact))
     doing[0] = "loading the weights"
     impl.load(cfg, params, dt)
@@ -401,8 +406,8 @@ def _compare(
     del logits, blocks
     if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
         doing[0] = "generating with its KV cache"
-        for name, tensor in _generation(impl, ids, store["logits"][:, -1, :].astype(np.float64)):
-            rows.append(compare(name, tensor, store[name], exact if _exact(name) else tol))
+        for name, tensor in generation_rows(impl, prompt_of(ids), store["logits"][:, -1, :].astype(np.float64)):
+            rows.append(compare(name, tensor, store[name], exact if is_exact(name) else tol))
         for j in range(GENERATED):  # the reference's own cache against its uncached loop
             cached, uncached = (
                 f"generate step {j + 1} logits (KV cache)",

@@ -3,15 +3,21 @@ implementation in any language (C, CUDA, Rust, Mojo ...) can be checked without 
 loop: it reads the inputs and weights, writes its outputs under the same names, and
 ``npgpt golden verify`` prints the same report as ``npgpt check`` with the same exit codes.
 
-A bundle is a directory (float64 throughout; ids int64; dropout keep masks uint8):
+A bundle is a directory (float64 throughout; token ids int64; masks uint8):
 
-    manifest.json            config, seeds, hyperparameters, the tolerance table, the layout, the
-                             versions that wrote it, and every tensor: file, role, shape, dtype
-    inputs.safetensors       input ids, input targets; step {s} ids/targets/mask <site>
+    manifest.json            config, seeds, hyperparameters and schedule, the tolerance table, the
+                             layout, the versions that wrote it, and every tensor: file, role,
+                             shape, dtype
+    inputs.safetensors       input ids, input targets; step {s} ids/targets/mask <site>;
+                             generate prompt; filter logits; data token ids
     weights.safetensors      weight <state_dict key> (the book's names, docs/conventions.md)
     forward.safetensors      trf_blocks.{i}.{norm1,att,norm2,ff} output, trf_blocks.{i} output, logits
     backward.safetensors     loss, grad <key> (eval mode: no dropout)
-    step-{s}.safetensors     step {s} loss, and param/adam m/adam v <key> @ step {s} after AdamW
+    step-{s}.safetensors     step {s} loss, lr, grad norm (before clipping), and param/adam m/adam v
+                             <key> @ step {s} after appendix D's step (schedule, clipping, AdamW)
+    generation.safetensors   generate step {j} logits (KV cache), generate tokens (KV cache);
+                             filter <setting>: kept tokens / probabilities
+    data.safetensors         data <windows>: inputs / targets / batch sizes
     components.safetensors   layer_norm x/scale/shift/dout -> layer_norm out/dx/dscale/dshift
 
 Each file is written as soon as its tensors exist, so memory holds one group at a time.
@@ -20,6 +26,7 @@ Each file is written as soon as its tensors exist, so memory holds one group at 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import platform
 import time
@@ -29,19 +36,40 @@ from typing import Any
 import numpy as np
 
 from npgpt.config import GPTConfig
+from npgpt.data import embedded_text
 from npgpt.errors import NpgptError
 from npgpt.layers import layer_norm
+from npgpt.tokenizer import get_tokenizer
 from parity.adapters import NumpyImpl
-from parity.engine import ZERO_GRADIENT, Report, draw_ids, random_params, steps_of
+from parity.engine import (
+    FILTERS,
+    GENERATED,
+    WINDOWS,
+    ZERO_GRADIENT,
+    Report,
+    Schedule,
+    data_rows,
+    draw_ids,
+    generation_rows,
+    is_exact,
+    prompt_of,
+    random_params,
+    steps_of,
+)
 from parity.tolerances import TABLE, compare, tolerance
 
 LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8
+WINDOW_FIELDS = ("batch_size", "max_length", "stride", "drop_last")  # of each entry of WINDOWS
+SCHEDULE = Schedule(peak_lr=LR)  # appendix D's warmup + cosine and clipping, as in npgpt check
 MANIFEST = "manifest.json"
+FORMAT = "npgpt-golden-v2"  # v2: appendix D's schedule in the steps; generation, filter and data outputs
 OUTPUT_KINDS = {  # name prefix -> tolerance kind
     "trf_blocks": "model",
     "logits": "model",
     "grad ": "model",
     "loss": "loss",
+    "generate ": "model",
+    "filter ": "model",
     "layer_norm ": "bwd",
 }
 
@@ -55,7 +83,9 @@ def _safetensors() -> Any:
 
 
 def _kind(name: str) -> str:
-    if name.startswith("step ") and name.endswith(" loss"):
+    if is_exact(name):
+        return "exact"
+    if name.startswith("step ") and name.endswith((" loss", " lr", " grad norm")):
         return "step_loss"
     if name.startswith(("param ", "adam m ", "adam v ")):
         return "state"
@@ -108,13 +138,15 @@ def write(
         inputs[f"step {s} ids"], inputs[f"step {s} targets"] = step_ids, step_targets
         for site, mask in (masks or {}).items():
             inputs[f"step {s} mask {site}"] = mask.astype(np.uint8)
-    save("inputs.safetensors", "input", inputs)
-    save("weights.safetensors", "input", {f"weight {k}": v for k, v in params.items()})
-
     ref = NumpyImpl()
     ref.load(cfg, params, np.dtype(np.float64))
-    del params
     logits, blocks = ref.forward(ids)
+    inputs["generate prompt"] = prompt_of(ids)
+    inputs["filter logits"] = logits[:, -1, :].copy()  # the sampling filters' input (B, V)
+    inputs["data token ids"] = np.array(get_tokenizer().encode(embedded_text()), dtype=np.int64)
+    save("inputs.safetensors", "input", inputs)
+    save("weights.safetensors", "input", {f"weight {k}": v for k, v in params.items()})
+    del params
     forward = {}
     for i, block in enumerate(blocks):
         forward.update({f"trf_blocks.{i}.{k} output": v for k, v in ref.taps()[i].items()})
@@ -122,14 +154,22 @@ def write(
     forward["logits"] = logits
     save("forward.safetensors", "output", forward)
     del forward, logits, blocks
+    generated = generation_rows(ref, inputs["generate prompt"], inputs["filter logits"])
+    save("generation.safetensors", "output", {name: _typed(name, t) for name, t in generated})
+    save("data.safetensors", "output", {name: t for name, t in data_rows(ref)})
     loss, grads = ref.loss_and_grads(ids, targets, None)
     save("backward.safetensors", "output", {"loss": np.float64(loss), **{f"grad {k}": g for k, g in grads.items()}})
     del grads
     ref.init_optimizer(LR, WEIGHT_DECAY, BETAS, EPS)
+    ref.set_schedule(SCHEDULE, steps)
     for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
         loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]
-        ref.optimizer_step()
-        group = {f"step {s} loss": np.float64(loss)}
+        lr, norm = ref.optimizer_step()
+        group = {
+            f"step {s} loss": np.float64(loss),
+            f"step {s} lr": np.float64(lr),
+            f"step {s} grad norm": np.float64(norm),
+        }
         for what, state in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
             group.update({f"{what} {k} @ step {s}": v for k, v in state.items()})
         save(f"step-{s}.safetensors", "output", group)
@@ -138,7 +178,7 @@ def write(
     component = _layer_norm_inputs(cfg, seed)
     save("components.safetensors", "input", component, _layer_norm_outputs(component))
     manifest = {
-        "format": "npgpt-golden-v1",
+        "format": FORMAT,
         "config": cfg.to_dict(),
         "preset": config,
         "seed": seed,
@@ -147,6 +187,15 @@ def write(
         "steps": steps,
         "optimizer": {"name": "AdamW (torch.optim.AdamW semantics)", "lr": LR, "weight_decay": WEIGHT_DECAY,
                       "betas": list(BETAS), "eps": EPS},
+        "schedule": {**dataclasses.asdict(SCHEDULE), "total_steps": steps,
+                     "rule": "step t (from 0): lr = initial + t*(peak - initial)/warmup while t < warmup, else "
+                             "min + (peak - min)*0.5*(1 + cos(pi*(t - warmup)/(total - warmup))); the gradients' "
+                             "global norm is clipped to max_norm before AdamW"},
+        "generation": {"tokens": GENERATED, "rule": "greedy (argmax) continuation of generate prompt",
+                       "filters": [{"temperature": t, "top_k": k if k is None else min(k, cfg.vocab_size), "top_p": p}
+                                   for t, k, p in FILTERS]},
+        "data": {"windows": [dict(zip(WINDOW_FIELDS, w, strict=True)) for w in WINDOWS],
+                 "rule": "GPTDatasetV1 windows of data token ids, batched in order (no shuffle)"},
         "layout": "the book's GPTModel.state_dict() names (docs/conventions.md); dropout sites in forward order",
         "dropout": "train-mode steps multiply by the step's keep masks, scaled by 1/(1 - drop_rate)",
         "tolerances": {f"{d} {k}": {"rtol": t.rtol, "atol": t.atol, "norm": t.norm} for (d, k), t in TABLE.items()},
@@ -182,6 +231,9 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
     with contextlib.ExitStack() as stack:
         for name in provided:
             actual = np.asarray(got[name])
+            exact = _kind(name) == "exact"
+            if exact and actual.dtype.kind in "iub":  # token ids, masks, windows: compared as numbers
+                actual = actual.astype(np.float64)
             if actual.dtype not in (np.float32, np.float64):
                 raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
             if actual.dtype == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
@@ -189,10 +241,11 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
             file = tensors[name]["file"]
             if file not in opened:  # each bundle file opened once, memory-mapped: one tensor read at a time
                 opened[file] = stack.enter_context(safe_open(str(bundle / file), framework="np"))
-            expected = opened[file].get_tensor(name)
+            expected = opened[file].get_tensor(name).astype(np.float64) if exact else opened[file].get_tensor(name)
             if actual.shape != expected.shape and actual.size == expected.size == 1:
                 actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
-            dtypes.add(actual.dtype.name)
+            if not exact:
+                dtypes.add(actual.dtype.name)
             rows.append(compare(name, actual, expected.astype(actual.dtype), tolerance(actual.dtype, _kind(name))))
     notes = []
     if len(provided) < len(outputs):
@@ -200,7 +253,7 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
     unknown = [n for n in got if n not in tensors]
     if unknown:
         notes.append(f"{len(unknown)} tensors in {results} are not bundle outputs (ignored), e.g. {unknown[0]!r}")
-    return Report("/".join(sorted(dtypes)), rows, notes)
+    return Report("/".join(sorted(dtypes)) or "exact", rows, notes)
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
@@ -228,6 +281,16 @@ def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:
         return st.load_file(str(path))
     except (OSError, ValueError, RuntimeError) as exc:
         raise NpgptError(f"{path}: cannot read it as safetensors/npz ({exc})") from None
+
+
+def _typed(name: str, tensor: np.ndarray) -> np.ndarray:
+    """Generated tokens as int64 and kept-token masks as uint8 in the bundle (the engine's rows
+    hold them as floats)."""
+    if name.endswith("tokens (KV cache)"):
+        return np.asarray(tensor).astype(np.int64)
+    if name.endswith(": kept tokens"):
+        return np.asarray(tensor).astype(np.uint8)
+    return tensor
 
 
 def _contiguous(value: Any) -> np.ndarray:

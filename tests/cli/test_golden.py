@@ -30,7 +30,9 @@ def torch_outputs(bundle: Path) -> dict[str, np.ndarray]:
     """What a user's implementation does: read the inputs and weights, write every output."""
     pytest.importorskip("torch")
     from npgpt.config import GPTConfig
+    from npgpt.layers.cross_entropy import softmax
     from parity.adapters import TorchImpl
+    from parity.engine import Schedule
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     cfg = GPTConfig.from_dict(manifest["config"])
@@ -45,22 +47,56 @@ def torch_outputs(bundle: Path) -> dict[str, np.ndarray]:
         out.update({f"trf_blocks.{i}.{k} output": v for k, v in impl.taps()[i].items()})
     loss, grads = impl.loss_and_grads(inputs["input ids"], inputs["input targets"], None)
     out.update({"loss": np.array(loss), **{f"grad {k}": np.array(g) for k, g in grads.items()}})
-    opt = manifest["optimizer"]
+    tokens, steps = impl.generate_greedy(inputs["generate prompt"], manifest["generation"]["tokens"])
+    out.update({f"generate step {j + 1} logits (KV cache)": step for j, step in enumerate(steps)})
+    out["generate tokens (KV cache)"] = tokens  # int64, as a C program would write them
+    for f in manifest["generation"]["filters"]:
+        kept = impl.filter_logits(inputs["filter logits"], f["temperature"], f["top_k"], f["top_p"])
+        label = f"filter temperature {f['temperature']}, top-k {f['top_k']}, top-p {f['top_p']}"
+        out[f"{label}: kept tokens"] = np.isfinite(kept).astype(np.uint8)
+        out[f"{label}: probabilities"] = softmax(kept)
+    out.update(torch_windows(inputs["data token ids"], manifest["data"]["windows"]))
+    opt, sched = manifest["optimizer"], manifest["schedule"]
     impl.init_optimizer(opt["lr"], opt["weight_decay"], tuple(opt["betas"]), opt["eps"])
+    fields = ("peak_lr", "warmup_steps", "initial_lr", "min_lr", "max_norm")
+    impl.set_schedule(Schedule(**{k: sched[k] for k in fields}), sched["total_steps"])
     for s in range(1, manifest["steps"] + 1):
         prefix = f"step {s} mask "
         masks = {k.removeprefix(prefix): v.astype(bool) for k, v in inputs.items() if k.startswith(prefix)}
         loss = impl.loss_and_grads(inputs[f"step {s} ids"], inputs[f"step {s} targets"], masks)[0]
-        impl.optimizer_step()
-        out[f"step {s} loss"] = np.array(loss)
+        lr, norm = impl.optimizer_step()
+        out[f"step {s} loss"], out[f"step {s} lr"], out[f"step {s} grad norm"] = map(np.array, (loss, lr, norm))
         for what, state in zip(("param", "adam m", "adam v"), impl.state(), strict=True):
             out.update({f"{what} {k} @ step {s}": np.array(v) for k, v in state.items()})
     return out
 
 
+def torch_windows(token_ids: np.ndarray, windows: list[dict]) -> dict[str, np.ndarray]:
+    """torchgpt's own GPTDatasetV1 and torch's DataLoader over the bundle's token ids."""
+    from torch.utils.data import DataLoader
+
+    from torchgpt.data import GPTDatasetV1
+
+    class Given:  # the bundle's ids stand in for the tokenizer
+        def encode(self, text, allowed_special=()):
+            return token_ids.tolist()
+
+    out = {}
+    for w in windows:
+        dataset = GPTDatasetV1("", Given(), w["max_length"], w["stride"])
+        batches = list(DataLoader(dataset, batch_size=w["batch_size"], shuffle=False, drop_last=w["drop_last"]))
+        label = f"data T={w['max_length']} stride {w['stride']} batch {w['batch_size']}"
+        label += " drop_last" if w["drop_last"] else ""
+        out[f"{label}: inputs"] = np.concatenate([x.numpy() for x, _ in batches])
+        out[f"{label}: targets"] = np.concatenate([y.numpy() for _, y in batches])
+        out[f"{label}: batch sizes"] = np.array([len(x) for x, _ in batches])
+    return out
+
+
 def test_torchgpt_reading_the_bundle_verifies_every_output(bundle, tmp_path, capsys):
     results = tmp_path / "results.safetensors"
-    save_file(torch_outputs(bundle), str(results))
+    # contiguous: safetensors.numpy.save_file (0.8.0) writes a strided view's underlying memory
+    save_file({k: np.ascontiguousarray(v) for k, v in torch_outputs(bundle).items()}, str(results))
     assert main(["golden", "verify", str(bundle), str(results), "--quiet"]) == 0
     text = capsys.readouterr().out
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -75,6 +111,27 @@ def test_a_perturbed_output_fails_and_is_named(bundle, tmp_path, capsys):
     outputs[name] = outputs[name] + 1e-7 * np.abs(outputs[name]).max()
     results = tmp_path / "bad.npz"
     np.savez(results, **outputs)
+    assert main(["golden", "verify", str(bundle), str(results), "--quiet"]) == 1
+    assert f"first diverging tensor: {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("file", "name", "bug"),
+    [
+        (
+            "generation.safetensors",
+            "generate tokens (KV cache)",
+            lambda t: t + (np.arange(t.size) == t.size - 1).reshape(t.shape),
+        ),
+        ("data.safetensors", "data T=4 stride 1 batch 8: targets", lambda t: np.roll(t, 1, axis=1)),
+        ("step-1.safetensors", "step 1 grad norm", lambda t: t * (1 + 1e-8)),
+    ],
+)
+def test_wrong_tokens_windows_or_norms_fail_and_are_named(bundle, tmp_path, capsys, file, name, bug):
+    outputs = load_file(str(bundle / file))
+    outputs[name] = np.ascontiguousarray(bug(outputs[name]))
+    results = tmp_path / "bad.safetensors"
+    save_file(outputs, str(results))
     assert main(["golden", "verify", str(bundle), str(results), "--quiet"]) == 1
     assert f"first diverging tensor: {name}" in capsys.readouterr().out
 
