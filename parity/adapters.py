@@ -6,20 +6,23 @@ Arrays cross the boundary as NumPy arrays keyed by the project's state_dict voca
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
 
 import numpy as np
 
 from npgpt.config import GPTConfig
-from npgpt.generate import filter_logits as np_filter_logits
-from npgpt.generate import generate as np_generate
 from npgpt.layers.dropout import draw_mask
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
 from npgpt.model import GPTModel as NpModel
 from npgpt.optim import AdamW as NpAdamW
 from npgpt.optim import clip_grad_norm
 from npgpt.schedule import lr_at
+from parity.bugs import inject
 from parity.torch_module import TorchModuleImpl
+
+# the module (npgpt/__init__ exports the function generate, which shadows it as an attribute)
+np_generation = importlib.import_module("npgpt.generate")
 
 TIED = "out_head.weight"  # tied to tok_emb.weight in a model whose head is its embedding
 
@@ -99,13 +102,13 @@ class NumpyImpl:
     def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
         """npgpt.generate's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step])."""
         seen: list[np.ndarray] = []
-        ids = np_generate(
+        ids = np_generation.generate(
             self.model, prompt, n, self.model.cfg.context_length, use_cache=use_cache, on_logits=seen.append
         )
         return ids, seen
 
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
-        return np_filter_logits(logits, temperature, top_k, top_p)
+        return np_generation.filter_logits(logits, temperature, top_k, top_p)
 
     def data_batches(self, text: str, batch_size: int, max_length: int, stride: int, drop_last: bool):
         """npgpt.data's windows and loader, in order: [(inputs (B, T), targets (B, T)), ...]."""
@@ -160,6 +163,25 @@ class NumpyImpl:
     def state(self):
         assert self.optimizer is not None
         return self.optimizer.params, self.optimizer.m, self.optimizer.v
+
+
+class BuggedImpl(NumpyImpl):
+    """npgpt with one mistake of the catalog (parity/bugs.py) applied inside every call, so the
+    clean reference beside it in the same process runs unpatched (``npgpt check --inject-bug``)."""
+
+    def __init__(self, bug: str) -> None:
+        super().__init__()
+        self.bug = bug
+        self.name = f"npgpt with {bug}"
+        for method in ("load", "forward", "generate_greedy", "filter_logits", "data_batches", "loss_and_grads"):
+            setattr(self, method, self._patched(getattr(self, method)))
+
+    def _patched(self, method):
+        def call(*args, **kwargs):
+            with inject(self.bug):
+                return method(*args, **kwargs)
+
+        return call
 
 
 class TorchImpl(TorchModuleImpl):

@@ -6,7 +6,8 @@ One module per command family, each adding its subcommands and returning their r
   hold the two implementations' runners, ``torch_flags`` the opt-in torch speed-ups);
 - ``check``: the main job, npgpt against torchgpt tensor by tensor;
 - ``golden``: write and verify golden bundles (implementations in any language);
-- ``weights``: download and convert.
+- ``weights``: download and convert;
+- ``bugs``: the catalog of classic mistakes (``check --inject-bug``, ``check-book``'s diagnoses).
 
 ``runs`` is what they share: help format, exit codes (docs/conventions.md), signals, the end of
 a training run. npgpt and torchgpt are libraries and know nothing of this package; torch is
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from parity.cli import check, golden, training, weights
+from parity.cli import bugs, check, golden, training, weights
 from parity.cli.runs import Runner, add_debug_flag, parse, run_command
 
 
@@ -28,7 +29,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction,
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, Runner] = {}
-    for family in (training, check, golden, weights):
+    for family in (training, check, golden, weights, bugs):
         runners.update(family.add_parsers(sub))
     add_debug_flag(sub)
     return parser, sub, runners

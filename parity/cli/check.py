@@ -19,6 +19,7 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
 from npgpt.validate import check_values
+from parity.bugs import CATALOG
 from parity.cli.runs import DefaultsHelp, Runner
 from parity.engine import Report, Spill, draw_ids, random_params, run_check
 
@@ -57,6 +58,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
     p.add_argument("--json", help="also write every row to this JSON file")
     p.add_argument("--quiet", action="store_true", help="one line per component instead of one per tensor")
+    p.add_argument(
+        "--inject-bug",
+        metavar="NAME",
+        choices=list(CATALOG),
+        help="teaching: check npgpt with this classic mistake (npgpt bugs lists them) against the clean npgpt, "
+        "and see where the report points",
+    )
     return {"check": run}
 
 
@@ -112,11 +120,13 @@ def check_report_path(path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_values(vars(args))
+    if args.inject_bug and args.impl != "torchgpt":
+        raise NpgptError(f"--inject-bug checks npgpt with the mistake against npgpt; drop --impl {args.impl}")
     _return_freed_memory_to_the_system()
     if args.json:  # found unwritable before the comparison, not after it
         check_report_path(args.json)
     try:
-        from parity.adapters import NumpyImpl
+        from parity.adapters import BuggedImpl, NumpyImpl
         from parity.targets import resolve
         from torchgpt.device import pick_device
     except ImportError as exc:
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"random weights, seed {args.seed}"
     if args.seq_len > cfg.context_length:
         raise NpgptError(f"--seq-len {args.seq_len} exceeds context_length={cfg.context_length}")
-    target = resolve(args.impl, str(device))
+    target = BuggedImpl(args.inject_bug) if args.inject_bug else resolve(args.impl, str(device))
     probe = getattr(target, "probe", None)
     if probe is not None:
         probe(cfg)  # builds the module once: its layout, a tied head, its dropout sites
@@ -169,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak memory (resident): {_peak_gb():.1f} GB")
     if args.json:
         write_json(args.json, cfg.to_dict(), target.name, source, reports)
+    if args.inject_bug:
+        bug = CATALOG[args.inject_bug]
+        found = "the check caught it" if not all(r.ok for r in reports) else "the check did NOT catch it"
+        print(f"injected {bug.name} ({bug.component}): {bug.what}; {found}. The fix: {bug.fix}")
     errors = [r.error for r in reports if r.error]
     if errors:
         print(f"{errors[0]} (exit 3: the implementation under test crashed; its rows up to there are above)")

@@ -81,21 +81,10 @@ def test_a_kv_cache_that_feeds_position_0_to_every_new_token_fails(monkeypatch):
     assert name == "generate step 2 logits (KV cache)"  # step 1 fills the cache from position 0
 
 
-def test_top_k_that_keeps_k_plus_1_fails(monkeypatch):
-    real = adapters.np_filter_logits
-
-    def k_plus_1(logits, temperature, top_k, top_p):
-        return real(logits, temperature, None if top_k is None else top_k + 1, top_p)
-
-    assert first_failure_with(monkeypatch, adapters, "np_filter_logits", k_plus_1).endswith(
-        "top-k 25, top-p None: kept tokens"
-    )
-
-
 def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
     from npgpt.layers.cross_entropy import softmax
 
-    real = adapters.np_filter_logits
+    real = adapters.np_generation.filter_logits
 
     def drops_crossing(logits, temperature, top_k, top_p):
         out = real(logits, temperature, top_k, None)
@@ -108,7 +97,7 @@ def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
         np.put_along_axis(drop, order, through >= top_p, axis=-1)  # the bug: the crossing token goes too
         return np.where(drop, -np.inf, out)
 
-    assert first_failure_with(monkeypatch, adapters, "np_filter_logits", drops_crossing).endswith(
+    assert first_failure_with(monkeypatch, adapters.np_generation, "filter_logits", drops_crossing).endswith(
         "top-p 0.9: kept tokens"
     )
 
