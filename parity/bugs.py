@@ -51,6 +51,7 @@ class Bug:
     what: str  # the mistake, as the diagnosis says it ("your X matches the reference with ...")
     fix: str
     patch: Callable[[], Iterator[None]]  # applies the mutant while the context is open
+    symptom: str = ""  # where torch turns the mistake into an error: a piece of its message
 
 
 def _swap(module: Any, name: str, make: Callable[[Callable], Callable]) -> Callable[[], Iterator[None]]:
@@ -320,7 +321,7 @@ CATALOG: dict[str, Bug] = {
             _swap(embedding, "forward", _positions_from_zero)),
         Bug("loss-not-flattened", "calc_loss_batch", "cross_entropy on (B, T, V) logits without flattening",
             "torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_batch.flatten())",
-            _swap(cross_entropy, "forward", _unflattened)),
+            _swap(cross_entropy, "forward", _unflattened), symptom="Expected target size"),
         Bug("targets-not-shifted", "GPTDatasetV1", "targets equal to the inputs (not shifted by one)",
             "target_chunk = token_ids[i + 1 : i + max_length + 1]", _swap(np_data, "GPTDatasetV1", _unshifted)),
         Bug("top-k-plus-one", "generate", "top-k keeping k + 1 tokens",

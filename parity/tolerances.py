@@ -41,6 +41,12 @@ TABLE: dict[tuple[str, str], Tol] = {
     ("float32", "step_loss"): Tol(1e-4, 0.0),
     ("float32", "state"): Tol(1e-4, 1e-5, norm=True),
     ("float64", "exact"): Tol(0.0, 0.0),
+    # check-book's float64 tier for a reader's code: the book builds GELU's sqrt(2/pi) as
+    # torch.tensor(2.0 / torch.pi), a float32 constant even in a float64 model, which puts the
+    # book's own listing ~3e-9 from the reference. 1e-7 admits that and nothing in the catalog of
+    # mistakes (the smallest, GELU's 0.0447, is >= 1e-5 relative); check-book says when a class
+    # passes only this tier and not the strict one.
+    ("float64", "book"): Tol(1e-7, 1e-7),
     ("float32", "exact"): Tol(0.0, 0.0),
 }
 

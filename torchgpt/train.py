@@ -66,7 +66,9 @@ def calc_loss_batch(
     target_batch = target_batch.to(device, non_blocking=True)
     with _autocast(device, amp_dtype):
         logits = model(input_batch)
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), target_batch.flatten())
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the loss of an autocast forward in float32; a float64 model keeps float64
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
 
 
 def calc_loss_loader(

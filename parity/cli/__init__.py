@@ -5,6 +5,7 @@ One module per command family, each adding its subcommands and returning their r
 - ``training``: train, demo, generate (``--impl numpy|torch``; ``numpy_runs`` and ``torch_runs``
   hold the two implementations' runners, ``torch_flags`` the opt-in torch speed-ups);
 - ``check``: the main job, npgpt against torchgpt tensor by tensor;
+- ``check_book``: a reader's own code from the book, class by class (parity/book);
 - ``golden``: write and verify golden bundles (implementations in any language);
 - ``weights``: download and convert;
 - ``bugs``: the catalog of classic mistakes (``check --inject-bug``, ``check-book``'s diagnoses).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from parity.cli import bugs, check, golden, training, weights
+from parity.cli import bugs, check, check_book, golden, training, weights
 from parity.cli.runs import Runner, add_debug_flag, parse, run_command
 
 
@@ -29,7 +30,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction,
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, Runner] = {}
-    for family in (training, check, golden, weights, bugs):
+    for family in (training, check, check_book, golden, weights, bugs):
         runners.update(family.add_parsers(sub))
     add_debug_flag(sub)
     return parser, sub, runners

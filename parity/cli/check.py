@@ -94,9 +94,10 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
-def check_report_path(path: str | None) -> None:
-    """The report may replace an earlier ``npgpt check`` report, never another file, and its
-    directory must be writable; nothing is created until the report is written (atomically)."""
+def check_report_path(path: str | None, key: str = "reports", what: str = "npgpt check") -> None:
+    """The report may replace an earlier ``what`` report (a JSON object with ``key``), never another
+    file, and its directory must be writable; nothing is created until the report is written
+    (atomically)."""
     if not path:
         return
     path = Path(path)
@@ -107,8 +108,8 @@ def check_report_path(path: str | None) -> None:
             earlier = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             earlier = None
-        if not (isinstance(earlier, dict) and "reports" in earlier):
-            raise NpgptError(f"--json {path}: exists and is not an npgpt check report; choose another path")
+        if not (isinstance(earlier, dict) and key in earlier):
+            raise NpgptError(f"--json {path}: exists and is not an {what} report; choose another path")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise NpgptError(f"--json {path}: the directory {parent} does not exist; create it or choose another path")

@@ -1,0 +1,444 @@
+"""``npgpt check-book``: a reader's own chapter 2-5 code, name by name, against the NumPy reference.
+
+For each book name found in the reader's file or package: draw cases with Hypothesis (T = 1,
+batch 1, one head, repeated token ids are all in reach), float64 first, then float32; compare the
+outputs, and through torch autograd the gradients of the input and of every parameter; on a
+failure let Hypothesis shrink the case to the smallest one that still fails, and try the catalog
+of classic mistakes (parity/bugs.py) on it: a mistake whose reference reproduces the reader's
+outputs is named. A composite class (FeedForward, TransformerBlock, GPTModel) is checked with its
+sub-modules replaced by the reference's (torchgpt's, same weights), so a wrong LayerNorm is
+reported in LayerNorm, not again in every class that uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npgpt.errors import NpgptError
+from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
+from parity.bugs import CATALOG, inject
+from parity.tolerances import Comparison, compare, tolerance
+
+TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
+
+
+@dataclasses.dataclass
+class Finding:
+    name: str
+    status: str  # PASS, FAIL, not found, could not construct
+    detail: str = ""
+    case: Case | None = None
+    dtype: str = ""
+    diagnosis: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    command: str = ""
+    rows: list[Comparison] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("FAIL", "could not construct")
+
+    def lines(self) -> list[str]:
+        head = f"{self.name:<26} {self.status}"
+        out = [f"{head}  {self.detail}" if self.detail else head]
+        if self.case is not None and self.failed:
+            out.append(f"{'':<26}   smallest failing case: {self.case} ({self.dtype})")
+        if self.diagnosis:
+            out.append(f"{'':<26}   diagnosis: {self.diagnosis}")
+        out += [f"{'':<26}   {note}" for note in self.notes]
+        if self.command:
+            out.append(f"{'':<26}   reproduce: {self.command}")
+        return out
+
+
+# -- the reader's code ---------------------------------------------------------------------------
+
+
+def load_reader(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """The book's names defined in a file, or in the .py files of a directory (first found wins),
+    and one line per file that could not be imported."""
+    path = Path(path)
+    if not path.exists():
+        raise NpgptError(f"{path} does not exist; give your chapter's .py file or the folder of your code")
+    files = sorted(p for p in path.rglob("*.py") if "test" not in p.name) if path.is_dir() else [path]
+    if not files:
+        raise NpgptError(f"{path} holds no .py files")
+    found: dict[str, Any] = {}
+    problems = []
+    for file in files:
+        try:
+            module = _import(file)
+        except SyntaxError as exc:
+            problems.append(f"{file}: could not import: SyntaxError at line {exc.lineno}: {exc.msg}")
+            continue
+        except Exception as exc:  # the reader's module-level code raised
+            problems.append(f"{file}: could not import: {type(exc).__name__}: {_first_line(exc)}")
+            continue
+        for name in TARGETS:
+            obj = module.__dict__.get(name)
+            if obj is not None and name not in found and getattr(obj, "__module__", None) == module.__name__:
+                found[name] = obj
+    return found, problems
+
+
+def _import(file: Path) -> Any:
+    name = f"npgpt_book_{file.stem}_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(file.resolve().parent)
+    sys.path.insert(0, folder)  # the reader's sibling imports
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+# -- one case ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Attempt:
+    rows: list[Comparison]
+    error: str = ""  # the reader's code raised (or could not be used): why
+    construct_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.construct_error and all(r.ok for r in self.rows)
+
+
+def _tolerance(target: Target, key: str, value: np.ndarray, dtype: str, strict: bool = False):
+    if value.dtype.kind in "iub" or target.tier == "exact":
+        return tolerance(dtype, "exact")
+    if dtype == "float64" and not strict:
+        return tolerance(dtype, "book")
+    if target.tier == "model":
+        return tolerance(dtype, "model")
+    return tolerance(dtype, "bwd" if key.startswith("grad ") else "fwd")
+
+
+def compare_outputs(
+    target: Target, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], dtype: str, strict: bool = False
+) -> list[Comparison]:
+    rows = []
+    for key, expected in ref.items():
+        expected = np.asarray(expected)
+        if key not in got:
+            rows.append(Comparison(f"{key} (missing)", expected.shape, np.inf, np.inf, tolerance(dtype, "fwd"), False))
+            continue
+        actual = np.asarray(got[key])
+        if expected.dtype.kind in "iub" or actual.dtype.kind in "iub":
+            actual, expected = actual.astype(np.float64), expected.astype(np.float64)
+        else:
+            actual = actual.astype(expected.dtype)
+        rows.append(compare(key, actual, expected, _tolerance(target, key, expected, dtype, strict)))
+    return rows
+
+
+def attempt(
+    target: Target,
+    obj: Any,
+    case: Case,
+    dtype: str,
+    subs: Callable[[Any, Case], list[str]] | None,
+    strict: bool = False,
+) -> Attempt:
+    """Build the reader's object for ``case`` (with the reference's sub-modules when ``subs``),
+    run it and the reference, compare."""
+    import torch
+
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    try:
+        built = target.build(obj, case)
+        if subs is not None:
+            built = subs(built, case)
+    except Exception as exc:
+        return Attempt([], construct_error=f"{_call(target, case)} raised {type(exc).__name__}: {_first_line(exc)}")
+    ref = target.reference(case, np.dtype(dtype))
+    try:
+        got = target.run(built, case, torch, tdtype)
+    except UnusableError as exc:
+        return Attempt([], error=str(exc))
+    except Exception as exc:
+        return Attempt([], error=f"raised {type(exc).__name__}: {_first_line(exc)}")
+    return Attempt(compare_outputs(target, got, ref, dtype, strict))
+
+
+def _call(target: Target, case: Case) -> str:
+    args = {
+        "LayerNorm": f"({case.C})", "GELU": "()", "SelfAttention_v1": f"({case.C}, {case.D})",
+        "SelfAttention_v2": f"({case.C}, {case.D}, qkv_bias=False)",
+    }  # fmt: skip
+    return f"{target.name}{args.get(target.name, '(...)')}"
+
+
+# -- the reference's sub-modules ---------------------------------------------------------------
+
+
+def _reference_class(book_name: str, case: Case) -> Any:
+    from torchgpt import model as tg
+
+    cfg = case.book_cfg()
+    return {
+        "LayerNorm": lambda: tg.LayerNorm(case.C),
+        "GELU": lambda: tg.GELU(),
+        "FeedForward": lambda: tg.FeedForward(cfg),
+        "MultiHeadAttention": lambda: tg.MultiHeadAttention(
+            case.C, case.C, cfg["context_length"], cfg["drop_rate"], case.H, qkv_bias=True
+        ),
+        "TransformerBlock": lambda: tg.TransformerBlock(cfg),
+    }[book_name]()
+
+
+def _reference_function(book_name: str) -> Any:
+    from torchgpt.data import GPTDatasetV1
+    from torchgpt.train import calc_loss_batch
+
+    return {"GPTDatasetV1": GPTDatasetV1, "calc_loss_batch": calc_loss_batch}[book_name]
+
+
+def _get(module: Any, path: str) -> Any:
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def substitutions(target: Target) -> Callable[[Any, Case], Any]:
+    """A function that gives the reader's object with its book sub-parts replaced by the
+    reference's: a module's sub-modules (same names, so the book's weights load into them), or
+    the book functions a function calls (swapped in its module's globals while it runs)."""
+
+    def swap_modules(module: Any, case: Case) -> Any:
+        for path, book_name in target.swaps:
+            paths = [path]
+            if "{i}" in path:
+                container = _get(module, path.split(".{i}")[0])
+                paths = [path.format(i=i) for i in range(len(container))] if container is not None else []
+            for p in paths:
+                if _get(module, p) is None:
+                    continue
+                parent, _, leaf = p.rpartition(".")
+                setattr(_get(module, parent) if parent else module, leaf, _reference_class(book_name, case))
+        return module
+
+    def swap_globals(fn: Any, case: Case) -> Any:
+        names = {book_name: _reference_function(book_name) for _, book_name in target.swaps}
+        scope = getattr(fn, "__globals__", {})
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            saved = {n: scope[n] for n in names if n in scope}
+            scope.update({n: f for n, f in names.items() if n in scope})
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                scope.update(saved)
+
+        return call
+
+    return swap_modules if target.kind == "module" else swap_globals
+
+
+# -- the search ---------------------------------------------------------------------------------
+
+
+def cases(target: Target):
+    from hypothesis import strategies as st
+
+    if target.name in ("GPTDatasetV1", "create_dataloader_v1"):  # B: batch size, T: max_length, D: stride
+        return st.builds(
+            Case, B=st.integers(1, 4), T=st.integers(1, 8), H=st.just(1), D=st.integers(1, 8), seed=st.just(0)
+        )
+    return st.builds(
+        Case, B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4),
+        seed=st.integers(0, 2**16),
+    )  # fmt: skip
+
+
+def smallest_failure(target: Target, obj: Any, dtype: str, subs, max_examples: int) -> Case | None:
+    """The smallest case Hypothesis finds on which the reader's object fails, or None."""
+    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    quiet = settings(
+        max_examples=max_examples, database=None, deadline=None, phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    try:
+        return find(cases(target), lambda c: not attempt(target, obj, c, dtype, subs).ok, settings=quiet)
+    except NoSuchExample:
+        return None
+
+
+def _worst(rows: list[Comparison]) -> str:
+    bad = [r for r in rows if not r.ok]
+    row = max(bad, key=lambda r: (np.isinf(r.max_abs), np.isnan(r.max_abs), r.max_rel))
+    if np.isinf(row.max_abs):
+        return f"{row.name}: shape or dtype differs from the reference's {row.shape}"
+    if np.isnan(row.max_abs):
+        return f"{row.name} has NaN or inf where the reference's is finite (or the other way round)"
+    return f"{row.name} differs by {row.max_abs:.2e} (relative {row.max_rel:.1e}; tolerance {row.tol.describe()})"
+
+
+def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt) -> str:
+    """The catalogued mistake whose reference reproduces the reader's forward outputs on ``case``."""
+    import torch
+
+    for bug in (b for b in CATALOG.values() if b.component in target.bug_components):
+        if result.error:
+            if bug.symptom and bug.symptom in result.error:
+                return f"your {target.name} shows {bug.what}; the book: {bug.fix} ({bug.name})"
+            continue
+        with inject(bug.name):
+            try:
+                mutated = target.reference(case, np.dtype(dtype))
+            except Exception:
+                continue
+        built = target.build(obj, case)
+        if subs is not None:
+            built = subs(built, case)
+        got = target.run(built, case, torch, torch.float64 if dtype == "float64" else torch.float32)
+        forward = {k: v for k, v in mutated.items() if not k.startswith("grad ")}
+        if all(r.ok for r in compare_outputs(target, got, forward, dtype)):
+            return f"your {target.name} matches the reference with {bug.what}; the book: {bug.fix} ({bug.name})"
+    return ""
+
+
+def check_target(
+    target: Target, obj: Any, source: str, dtypes: Iterable[str], max_examples: int, example: Case | None
+) -> Finding:
+    subs = substitutions(target) if target.swaps else None
+    for dtype in dtypes:
+        first = attempt(target, obj, example or TYPICAL, dtype, subs)
+        if first.construct_error:
+            return Finding(target.name, "could not construct", first.construct_error)
+        case = example if example is not None else smallest_failure(target, obj, dtype, subs, max_examples)
+        if case is None or (example is not None and first.ok):
+            continue
+        result = attempt(target, obj, case, dtype, subs)
+        if result.construct_error:
+            return Finding(target.name, "could not construct", result.construct_error, case, dtype)
+        detail = result.error or _worst(result.rows)
+        command = f"npgpt check-book {source} --only {target.name} --example {case} --dtype {dtype}"
+        finding = Finding(target.name, "FAIL", detail, case, dtype, command=command, rows=result.rows)
+        finding.diagnosis = diagnose(target, obj, case, dtype, subs, result)
+        return finding
+    finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: outputs and gradients match")
+    if "float64" in dtypes and target.tier != "exact":
+        loose = attempt(target, obj, example or TYPICAL, "float64", subs, strict=True)
+        if not loose.ok and not loose.error:
+            finding.notes.append(
+                f"(float64: within check-book's 1e-7 but not the reference's strict tier: {_worst(loose.rows)}; "
+                "a constant built in float32, like the book's torch.tensor(2.0 / torch.pi), does this)"
+            )
+    if subs is not None:
+        own = attempt(target, obj, example or TYPICAL, next(iter(dtypes)), None)
+        swapped = [p if p != "global" else name for p, name in target.swaps]
+        if not own.ok:
+            finding.notes.append(
+                f"(checked with the reference's {', '.join(swapped)}; with your own sub-modules it fails: "
+                "see their lines)"
+            )
+        else:
+            finding.notes.append(f"(also passes with your own {', '.join(swapped)})")
+    return finding
+
+
+def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
+    """Chapter 3's claims: SelfAttention_v1 and _v2 agree after the book's weight transfer, and
+    MultiHeadAttentionWrapper and MultiHeadAttention agree given equivalent weights."""
+    import torch
+
+    from parity.book import targets as t
+
+    out = []
+    case = TYPICAL
+    if "SelfAttention_v1" in found and "SelfAttention_v2" in found:
+        x = torch.from_numpy(t._single(case, np.dtype(dtype)))
+        try:
+            v1, v2 = (
+                found["SelfAttention_v1"](case.C, case.D),
+                found["SelfAttention_v2"](case.C, case.D, qkv_bias=False),
+            )
+            load_into(v1, t._self_attention_v1_weights(case), torch, torch.float64)
+            load_into(v2, t._self_attention_v2_weights(case), torch, torch.float64)
+            rows = [compare("v1 vs v2", v1(x).detach().numpy(), v2(x).detach().numpy(), tolerance(dtype, "fwd"))]
+            out.append(
+                _equality("SelfAttention_v1 == _v2", "after the book's weight transfer (v1 = v2.weight.T)", rows)
+            )
+        except Exception as exc:
+            out.append(Finding("SelfAttention_v1 == _v2", "FAIL", f"raised {type(exc).__name__}: {_first_line(exc)}"))
+    if "MultiHeadAttentionWrapper" in found and "MultiHeadAttention" in found:
+        try:
+            x = torch.from_numpy(t._x(case, np.dtype(dtype)))
+            wrapper = t._wrapper(found["MultiHeadAttentionWrapper"], case)
+            weights = t._wrapper_weights(case)
+            load_into(wrapper, weights, torch, torch.float64)
+            mha = t._mha(found["MultiHeadAttention"], case)
+            stacked = {
+                f"{n}.{p}": np.concatenate([weights[f"heads.{h}.{n}.{p}"] for h in range(case.H)])
+                for n in ("W_query", "W_key", "W_value") for p in ("weight", "bias")
+            }  # fmt: skip
+            stacked |= {"out_proj.weight": np.eye(case.C), "out_proj.bias": np.zeros(case.C)}
+            load_into(mha, stacked, torch, torch.float64)
+            wrapper.eval(), mha.eval()
+            rows = [
+                compare("wrapper vs MHA", wrapper(x).detach().numpy(), mha(x).detach().numpy(), tolerance(dtype, "fwd"))
+            ]
+            how = "with the heads' weights stacked and out_proj = I"
+            out.append(_equality("MultiHeadAttentionWrapper == MultiHeadAttention", how, rows))
+        except Exception as exc:
+            out.append(
+                Finding("MultiHeadAttentionWrapper == MHA", "FAIL", f"raised {type(exc).__name__}: {_first_line(exc)}")
+            )
+    return out
+
+
+def _equality(name: str, how: str, rows: list[Comparison]) -> Finding:
+    if all(r.ok for r in rows):
+        return Finding(name, "PASS", how)
+    return Finding(name, "FAIL", f"{how}: {_worst(rows)}", rows=rows)
+
+
+def check_book(
+    path: str | Path,
+    only: Iterable[str] | None = None,
+    dtypes: Iterable[str] = ("float64", "float32"),
+    max_examples: int = 30,
+    example: Case | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[Finding], list[str]]:
+    """(one finding per book name asked for, the import problems)."""
+    found, problems = load_reader(path)
+    names = list(TARGETS) if not only else list(only)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise NpgptError(f"--only {', '.join(unknown)}: not a name check-book knows; it knows {', '.join(TARGETS)}")
+    findings = []
+    dtypes = list(dtypes)
+    for name in names:
+        if name not in found:
+            findings.append(Finding(name, "not found"))
+            continue
+        if progress:
+            progress(f"checking {name}")
+        findings.append(check_target(TARGETS[name], found[name], str(path), dtypes, max_examples, example))
+    if not only:
+        findings += equalities(found)
+    return findings, problems

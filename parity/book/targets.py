@@ -1,0 +1,627 @@
+"""What ``npgpt check-book`` knows about each name of the book: how to build the reader's object
+with the book's signature, the weights it takes (by the book's parameter names), how to run it
+(torch autograd for the gradients) and the NumPy reference it must match.
+
+Every target maps one drawn ``Case`` to two dicts of arrays with the same keys: the reader's
+(``run``) and the reference's (``reference``). Keys starting with ``grad `` are gradients; the
+others are forward outputs (what a diagnosis compares).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from npgpt.config import GPTConfig
+from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
+from npgpt.layers.cross_entropy import softmax
+from parity.engine import draw_ids, random_params
+
+np_generation = importlib.import_module("npgpt.generate")  # the module; npgpt exports a function of that name
+VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)
+NEW_TOKENS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One drawn example: batch B, tokens T, heads H, head_dim D (emb_dim C = H * D), seed."""
+
+    B: int
+    T: int
+    H: int
+    D: int
+    seed: int
+
+    @property
+    def C(self) -> int:
+        return self.H * self.D
+
+    def __str__(self) -> str:
+        return f"B={self.B},T={self.T},H={self.H},D={self.D},seed={self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        fields = dict(part.split("=", 1) for part in text.replace(" ", "").split(","))
+        return cls(**{k: int(fields[k]) for k in ("B", "T", "H", "D", "seed")})
+
+    def cfg(self, vocab: int = VOCAB) -> GPTConfig:
+        return GPTConfig(
+            vocab_size=vocab, context_length=max(8, self.T + NEW_TOKENS), emb_dim=self.C, n_heads=self.H,
+            n_layers=2, drop_rate=0.1, qkv_bias=True,
+        )  # fmt: skip
+
+    def book_cfg(self) -> dict[str, Any]:
+        return self.cfg().to_dict()
+
+
+class UnusableError(Exception):
+    """The reader's object cannot be run as the book's (a missing parameter, a wrong signature)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    chapter: int
+    kind: str  # "module" (a class whose instances are nn.Modules), "dataset" or "function"
+    build: Callable[[Any, Case], Any]  # (reader's class or function, case) -> the object to run
+    run: Callable[[Any, Case, Any, Any], dict[str, np.ndarray]]  # (object, case, torch, dtype)
+    reference: Callable[[Case, np.dtype], dict[str, np.ndarray]]
+    bug_components: tuple[str, ...] = ()  # catalog components whose mistakes can show here
+    swaps: tuple[tuple[str, str], ...] = ()  # (attribute path, book class) replaced by the reference's
+    tier: str = "component"  # tolerance tiers: component (fwd/bwd) or model
+
+
+# -- shared pieces -------------------------------------------------------------------------------
+
+
+def _rng(case: Case, salt: int) -> np.random.Generator:
+    return np.random.default_rng([case.seed, salt])
+
+
+def _layer_norm_weights(case: Case, prefix: str = "") -> dict[str, np.ndarray]:
+    rng = _rng(case, 1)
+    return {
+        f"{prefix}scale": 1.0 + 0.2 * rng.standard_normal(case.C),
+        f"{prefix}shift": 0.1 * rng.standard_normal(case.C),
+    }
+
+
+def _linear(rng: np.random.Generator, out: int, inp: int, name: str, bias: bool = True) -> dict[str, np.ndarray]:
+    w = {f"{name}.weight": rng.standard_normal((out, inp)) / np.sqrt(inp)}
+    if bias:
+        w[f"{name}.bias"] = 0.1 * rng.standard_normal(out)
+    return w
+
+
+def _attention_weights(case: Case, prefix: str = "", out_proj: bool = True) -> dict[str, np.ndarray]:
+    rng, C = _rng(case, 2), case.C
+    w = {}
+    for name in ("W_query", "W_key", "W_value", *(("out_proj",) if out_proj else ())):
+        w.update(_linear(rng, C, C, f"{prefix}{name}"))
+    return w
+
+
+def _ff_weights(case: Case, prefix: str = "") -> dict[str, np.ndarray]:
+    rng, C = _rng(case, 3), case.C
+    return {**_linear(rng, 4 * C, C, f"{prefix}layers.0"), **_linear(rng, C, 4 * C, f"{prefix}layers.2")}
+
+
+def _block_weights(case: Case) -> dict[str, np.ndarray]:
+    return {
+        **_attention_weights(case, "att."), **_ff_weights(case, "ff."),
+        **_layer_norm_weights(case, "norm1."), **_layer_norm_weights(case, "norm2."),
+    }  # fmt: skip
+
+
+def _x(case: Case, dtype: np.dtype, salt: int = 4, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    return _rng(case, salt).standard_normal(shape or (case.B, case.T, case.C)).astype(dtype)
+
+
+def load_into(module: Any, weights: dict[str, np.ndarray], torch: Any, dtype: Any) -> None:
+    """Copy the weights into the module's parameters of the same (book) names; a missing name or a
+    wrong shape is UnusableError, with the names the book uses."""
+    module.to(dtype)
+    params = dict(module.named_parameters())
+    missing = [k for k in weights if k not in params]
+    if missing:
+        have = ", ".join(list(params)[:6]) or "none"
+        raise UnusableError(f"no parameter {missing[0]!r} (the book's names: {', '.join(weights)}; it has {have})")
+    with torch.no_grad():
+        for k, v in weights.items():
+            if tuple(params[k].shape) != v.shape:
+                raise UnusableError(f"parameter {k!r} has shape {tuple(params[k].shape)}; the book's is {v.shape}")
+            params[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))
+
+
+def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_salt: int, case: Case, torch, dtype):
+    """The module's output and, by autograd of sum(out * dout), the gradients of x (when float)
+    and of every weight."""
+    load_into(module, weights, torch, dtype)
+    module.eval()
+    xt = torch.from_numpy(x)
+    if xt.is_floating_point():
+        xt.requires_grad_(True)
+    for p in module.parameters():
+        p.grad = None
+    out = module(xt)
+    dout = _x(case, x.dtype if x.dtype.kind == "f" else np.float64, dout_salt, tuple(out.shape)).astype(
+        np.float32 if dtype == torch.float32 else np.float64
+    )
+    (out * torch.from_numpy(dout)).sum().backward()
+    params = dict(module.named_parameters())
+    got = {"output": out.detach().numpy()}
+    if xt.is_floating_point():
+        got["grad input"] = xt.grad.numpy()
+    for k in weights:
+        grad = params[k].grad
+        got[f"grad {k}"] = np.zeros_like(weights[k]) if grad is None else grad.numpy()
+    return got
+
+
+def _dout(case: Case, shape: tuple[int, ...], dtype: np.dtype, salt: int) -> np.ndarray:
+    return _x(case, dtype, salt, shape)
+
+
+def _cast(weights: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    return {k: v.astype(dtype) for k, v in weights.items()}
+
+
+# -- chapter 4's layers ----------------------------------------------------------------------------
+
+
+TRAIN_OUTPUT = "output (train mode, the same dropout mask)"
+DROP_RATE = 0.1
+
+
+def _module_target(
+    name, chapter, build, weights, x_of, ref, bug_components=(), swaps=(), tier="component", dropout=None
+):
+    """A class checked in eval mode (output, gradients); with ``dropout`` (its attention-weight
+    dropout module's name, and its number of heads) also in train mode, the reader's dropout replaced by one that applies
+    the reference's keep mask: where the dropout sits is then compared too."""
+
+    def run(obj, case, torch, dtype):
+        x = x_of(case, _np(dtype, torch))
+        got = run_module(obj, weights(case), x, 5, case, torch, dtype)
+        if dropout is not None:
+            attribute, heads = dropout
+            keep = torch.from_numpy(_keep_mask(case, heads(case)))
+            setattr(obj, attribute, _replay_dropout(torch, keep))
+            obj.train()
+            with torch.no_grad():
+                got[TRAIN_OUTPUT] = obj(torch.from_numpy(x)).numpy()
+        return got
+
+    def reference(case, dtype):
+        x = x_of(case, dtype)
+        out, back = ref(x, _cast(weights(case), dtype), case)
+        dout = _dout(case, out.shape, dtype, 5)
+        outputs = {"output": out, **back(dout)}
+        if dropout is not None:
+            params = _cast(weights(case), dtype)
+            outputs[TRAIN_OUTPUT] = ref(x, params, case, keep=_keep_mask(case, dropout[1](case)))[0]
+        return outputs
+
+    return Target(name, chapter, "module", build, run, reference, bug_components, swaps, tier)
+
+
+def _keep_mask(case: Case, heads: int) -> np.ndarray:
+    """The attention-weight keep mask of the train-mode output: (B, heads, T, T)."""
+    return _rng(case, 9).random((case.B, heads, case.T, case.T)) >= DROP_RATE
+
+
+def _replay_dropout(torch: Any, keep: Any) -> Any:
+    class ReplayDropout(torch.nn.Module):
+        """Multiplies by the reference's keep mask, scaled by 1 / (1 - p), in train mode."""
+
+        def forward(self, x):
+            if not self.training:
+                return x
+            if x.numel() != keep.numel():
+                raise UnusableError(
+                    f"in train mode its dropout got a tensor of shape {tuple(x.shape)}; the book applies it to the "
+                    f"attention weights {tuple(keep.shape)}"
+                )
+            return x * keep.reshape(x.shape).to(x.dtype) / (1.0 - DROP_RATE)
+
+    return ReplayDropout()
+
+
+def _np(dtype: Any, torch: Any) -> np.dtype:
+    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+
+
+def _ref_layer_norm(x, w, case):
+    out, cache = layer_norm.forward(x, w["scale"], w["shift"])
+
+    def back(dout):
+        dx, dscale, dshift = layer_norm.backward(dout, cache)
+        return {"grad input": dx, "grad scale": dscale, "grad shift": dshift}
+
+    return out, back
+
+
+def _ref_gelu(x, w, case):
+    out, cache = gelu.forward(x)
+    return out, lambda dout: {"grad input": gelu.backward(dout, cache)}
+
+
+def _ref_ff(x, w, case):
+    out, cache = feed_forward.forward(x, w, "")
+
+    def back(dout):
+        dx, grads = feed_forward.backward(dout, cache)
+        return {"grad input": dx, **{f"grad {k}": g for k, g in grads.items()}}
+
+    return out, back
+
+
+def _ref_attention(heads: Callable[[Case], int], identity_out: bool) -> Callable:
+    """npgpt's MultiHeadAttention; ``identity_out`` for the chapter 3 classes without out_proj."""
+
+    def ref(x, w, case, keep=None):
+        params = dict(w)
+        C = x.shape[-1] if not identity_out else w["W_query.weight"].shape[0]
+        if identity_out:
+            params["out_proj.weight"] = np.eye(C, dtype=x.dtype)
+            params["out_proj.bias"] = np.zeros(C, dtype=x.dtype)
+        train = {} if keep is None else {"drop_rate": DROP_RATE, "train": True, "mask": keep}
+        out, cache = multi_head_attention.forward(x, params, "", heads(case), **train)
+
+        def back(dout):
+            dx, grads = multi_head_attention.backward(dout, cache)
+            keep = {k: g for k, g in grads.items() if k in w}
+            return {"grad input": dx, **{f"grad {k}": g for k, g in keep.items()}}
+
+        return out, back
+
+    return ref
+
+
+def _ref_block(x, w, case):
+    out, cache = transformer_block.forward(x, w, "", case.H)
+
+    def back(dout):
+        dx, grads = transformer_block.backward(dout, cache)
+        return {"grad input": dx, **{f"grad {k}": g for k, g in grads.items()}}
+
+    return out, back
+
+
+# -- chapter 3's attention classes ----------------------------------------------------------------
+
+
+def _wrapper_weights(case: Case) -> dict[str, np.ndarray]:
+    """Each head a CausalAttention with d_out = D: heads.{h}.W_query.weight (D, C) ..."""
+    rng, C, D = _rng(case, 2), case.C, case.D
+    w = {}
+    for h in range(case.H):
+        for name in ("W_query", "W_key", "W_value"):
+            w.update(_linear(rng, D, C, f"heads.{h}.{name}"))
+    return w
+
+
+def _ref_wrapper(x, w, case):
+    """The wrapper is multi-head attention with the heads' matrices stacked and no out_proj."""
+    stacked = {}
+    for name in ("W_query", "W_key", "W_value"):
+        for part in ("weight", "bias"):
+            stacked[f"{name}.{part}"] = np.concatenate([w[f"heads.{h}.{name}.{part}"] for h in range(case.H)])
+    out, back_stacked = _ref_attention(lambda c: c.H, identity_out=True)(x, stacked, case)
+
+    def back(dout):
+        grads = back_stacked(dout)
+        split = {"grad input": grads.pop("grad input")}
+        for key, g in grads.items():
+            name, part = key.removeprefix("grad ").split(".")
+            for h, piece in enumerate(np.split(g, case.H)):
+                split[f"grad heads.{h}.{name}.{part}"] = piece
+        return split
+
+    return out, back
+
+
+def _self_attention_v1_weights(case: Case) -> dict[str, np.ndarray]:
+    rng = _rng(case, 2)
+    return {name: rng.standard_normal((case.C, case.D)) / np.sqrt(case.C) for name in ("W_query", "W_key", "W_value")}
+
+
+def _self_attention_v2_weights(case: Case) -> dict[str, np.ndarray]:
+    """The book's weight transfer: SelfAttention_v2's Linear weights are v1's matrices transposed."""
+    return {f"{k}.weight": v.T.copy() for k, v in _self_attention_v1_weights(case).items()}
+
+
+def _ref_unmasked(x, w, case):
+    """Chapter 3's first self-attention: one sequence (T, C), no mask, scores / sqrt(d_out). The
+    backward is the softmax's Jacobian-vector product (docs/math/attention.md), unmasked."""
+    Wq, Wk, Wv = (w[k] if k in w else w[f"{k}.weight"].T for k in ("W_query", "W_key", "W_value"))
+    q, k, v = x @ Wq, x @ Wk, x @ Wv  # (T, D)
+    scale = 1.0 / np.sqrt(k.shape[-1])
+    a = softmax((q @ k.T) * scale)  # (T, T)
+    out = a @ v
+
+    def back(dout):
+        dv = a.T @ dout
+        da = dout @ v.T
+        ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
+        dq, dk = ds @ k, ds.T @ q
+        dWq, dWk, dWv = x.T @ dq, x.T @ dk, x.T @ dv
+        dx = dq @ Wq.T + dk @ Wk.T + dv @ Wv.T
+        grads = {"W_query": dWq, "W_key": dWk, "W_value": dWv}
+        if "W_query" in w:
+            return {"grad input": dx, **{f"grad {n}": g for n, g in grads.items()}}
+        return {"grad input": dx, **{f"grad {n}.weight": g.T for n, g in grads.items()}}
+
+    return out, back
+
+
+# -- builders (the book's signatures) ----------------------------------------------------------
+
+
+def _mha(cls, case):
+    return cls(case.C, case.C, case.cfg().context_length, 0.1, case.H, qkv_bias=True)
+
+
+def _causal(cls, case):
+    return cls(case.C, case.C, case.cfg().context_length, 0.1, qkv_bias=True)
+
+
+def _wrapper(cls, case):
+    return cls(case.C, case.D, case.cfg().context_length, 0.1, case.H, qkv_bias=True)
+
+
+def _single(case: Case, dtype: np.dtype) -> np.ndarray:
+    return _x(case, dtype, 4, (case.T, case.C))
+
+
+ATTENTION = ("MultiHeadAttention",)
+MODULES = [
+    _module_target("SelfAttention_v1", 3, lambda cls, c: cls(c.C, c.D), _self_attention_v1_weights, _single,
+                   _ref_unmasked),
+    _module_target("SelfAttention_v2", 3, lambda cls, c: cls(c.C, c.D, qkv_bias=False), _self_attention_v2_weights,
+                   _single, _ref_unmasked),
+    _module_target("CausalAttention", 3, _causal, lambda c: _attention_weights(c, out_proj=False), _x,
+                   _ref_attention(lambda c: 1, identity_out=True), ATTENTION, dropout=("dropout", lambda c: 1)),
+    _module_target("MultiHeadAttentionWrapper", 3, _wrapper, _wrapper_weights, _x, _ref_wrapper, ATTENTION),
+    _module_target("MultiHeadAttention", 3, _mha, _attention_weights, _x, _ref_attention(lambda c: c.H, False),
+                   ATTENTION, dropout=("dropout", lambda c: c.H)),
+    _module_target("LayerNorm", 4, lambda cls, c: cls(c.C), _layer_norm_weights, _x, _ref_layer_norm, ("LayerNorm",)),
+    _module_target("GELU", 4, lambda cls, c: cls(), lambda c: {}, _x, _ref_gelu, ("GELU",)),
+    _module_target("FeedForward", 4, lambda cls, c: cls(c.book_cfg()), _ff_weights, _x, _ref_ff, ("GELU",),
+                   swaps=(("layers.1", "GELU"),)),
+    _module_target("TransformerBlock", 4, lambda cls, c: cls(c.book_cfg()), _block_weights, _x, _ref_block,
+                   ("TransformerBlock",),
+                   swaps=(("norm1", "LayerNorm"), ("norm2", "LayerNorm"), ("att", "MultiHeadAttention"),
+                          ("ff", "FeedForward"))),
+]  # fmt: skip
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+
+def _ids(case: Case, salt: int, vocab: int = VOCAB) -> np.ndarray:
+    return draw_ids(_rng(case, salt), vocab, (case.B, case.T))
+
+
+def _model_weights(case: Case) -> dict[str, np.ndarray]:
+    return random_params(case.cfg(), case.seed)
+
+
+def _run_model(obj, case, torch, dtype):
+    return run_module(obj, _model_weights(case), _ids(case, 6), 7, case, torch, dtype)
+
+
+def _ref_model(case, dtype):
+    from npgpt.layers import gpt_model
+
+    params = _cast(_model_weights(case), dtype)
+    logits, cache = gpt_model.forward(params, case.cfg(), _ids(case, 6))
+    grads = gpt_model.backward(_dout(case, logits.shape, dtype, 7), cache)
+    return {"output": logits, **{f"grad {k}": g for k, g in grads.items()}}
+
+
+GPT_MODEL = Target(
+    "GPTModel", 4, "module", lambda cls, c: cls(c.book_cfg()), _run_model, _ref_model, ("GPTModel",),
+    swaps=(("trf_blocks.{i}", "TransformerBlock"), ("final_norm", "LayerNorm")), tier="model",
+)  # fmt: skip
+
+
+# -- functions that drive a model: the reference model (torchgpt's) is passed to the reader's --------
+
+
+def reference_model(case: Case, torch: Any, dtype: Any) -> Any:
+    """torchgpt's GPTModel with the case's weights: the functions below are checked on a model
+    known to be right, so a failure is the function's."""
+    from torchgpt.model import GPTModel
+
+    model = GPTModel(case.book_cfg())
+    load_into(model, _model_weights(case), torch, dtype)
+    return model.eval()
+
+
+def _np_model(case: Case, dtype: np.dtype) -> Any:
+    from npgpt.model import GPTModel
+
+    return GPTModel(case.cfg(), params=_cast(_model_weights(case), dtype)).eval()  # no dropout, as the reader's
+
+
+def _context(case: Case) -> int:
+    return max(1, case.T - 1)  # shorter than the prompt: the crop to the context is exercised
+
+
+def _run_generate_simple(fn, case, torch, dtype):
+    model = reference_model(case, torch, dtype)
+    out = fn(model, torch.from_numpy(_ids(case, 6)), NEW_TOKENS, _context(case))
+    return {"tokens": np.asarray(out)}
+
+
+def _ref_generate_simple(case, dtype):
+    return {
+        "tokens": np_generation.generate_text_simple(_np_model(case, dtype), _ids(case, 6), NEW_TOKENS, _context(case))
+    }
+
+
+SAMPLING = (1.4, 3)  # (temperature, top_k): the filter is compared through the probabilities drawn from
+
+
+def _run_generate(fn, case, torch, dtype):
+    model = reference_model(case, torch, dtype)
+    idx = torch.from_numpy(_ids(case, 6))
+    greedy = fn(
+        model=model, idx=idx, max_new_tokens=NEW_TOKENS, context_size=_context(case), temperature=0.0, top_k=None
+    )
+    seen = []
+    real = torch.multinomial
+
+    def record(probs, num_samples, *args, **kwargs):  # the draw replaced by the argmax: no randomness
+        seen.append(probs.detach().numpy().copy())
+        return probs.argmax(dim=-1, keepdim=True)
+
+    torch.multinomial = record
+    try:
+        temperature, top_k = SAMPLING
+        fn(model=model, idx=idx, max_new_tokens=1, context_size=_context(case), temperature=temperature, top_k=top_k)
+    finally:
+        torch.multinomial = real
+    if len(seen) != 1:
+        raise UnusableError(
+            f"with temperature > 0 it called torch.multinomial {len(seen)} times for one token; the book samples once"
+        )
+    return {"tokens": np.asarray(greedy), "probabilities": seen[0]}
+
+
+def _ref_generate(case, dtype):
+    model = _np_model(case, dtype)
+    ids = _ids(case, 6)
+    greedy = np_generation.generate(model, ids, NEW_TOKENS, _context(case), temperature=0.0, use_cache=False)
+    temperature, top_k = SAMPLING
+    logits = model(ids[:, -_context(case) :])[:, -1, :]
+    probs = softmax(np_generation.filter_logits(logits, temperature, min(top_k, VOCAB), None))
+    return {"tokens": greedy, "probabilities": probs}
+
+
+def _run_loss_batch(fn, case, torch, dtype):
+    model = reference_model(case, torch, dtype)
+    loss = fn(torch.from_numpy(_ids(case, 6)), torch.from_numpy(_ids(case, 8)), model, torch.device("cpu"))
+    loss.backward()
+    grads = {f"grad {k}": p.grad.numpy() for k, p in model.named_parameters() if p.grad is not None}
+    return {"loss": np.asarray(loss.detach().numpy()), **grads}
+
+
+def _ref_loss_batch(case, dtype):
+    loss, grads = _np_model(case, dtype).loss_and_grads(_ids(case, 6), _ids(case, 8))
+    return {"loss": np.asarray(loss), **{f"grad {k}": g for k, g in grads.items()}}
+
+
+LOADER_BATCHES = 3
+
+
+def _run_loss_loader(fn, case, torch, dtype):
+    model = reference_model(case, torch, dtype)
+    loader = [
+        (torch.from_numpy(_ids(case, 10 + i)), torch.from_numpy(_ids(case, 20 + i))) for i in range(LOADER_BATCHES)
+    ]
+    with torch.no_grad():
+        every = fn(loader, model, torch.device("cpu"))
+        two = fn(loader, model, torch.device("cpu"), num_batches=2)
+    return {"loss (all batches)": np.asarray(float(every)), "loss (num_batches=2)": np.asarray(float(two))}
+
+
+def _ref_loss_loader(case, dtype):
+    model = _np_model(case, dtype)
+    losses = [float(model.loss(_ids(case, 10 + i), _ids(case, 20 + i))) for i in range(LOADER_BATCHES)]
+    return {"loss (all batches)": np.asarray(np.mean(losses)), "loss (num_batches=2)": np.asarray(np.mean(losses[:2]))}
+
+
+# -- chapter 2's data pipeline: windows of the embedded text ------------------------------------------
+
+
+def _windows(case: Case) -> tuple[int, int, int]:
+    """(batch_size, max_length, stride) from the case's numbers."""
+    return case.B, case.T, case.D
+
+
+def _text() -> str:
+    from npgpt.data import embedded_text
+
+    return embedded_text()
+
+
+def _run_dataset(cls, case, torch, dtype):
+    from npgpt.tokenizer import get_tokenizer
+
+    _, max_length, stride = _windows(case)
+    dataset = cls(_text(), get_tokenizer(), max_length, stride)
+    pairs = [dataset[i] for i in range(len(dataset))]
+    return {
+        "inputs": np.stack([np.asarray(x) for x, _ in pairs]) if pairs else np.zeros((0, max_length), np.int64),
+        "targets": np.stack([np.asarray(y) for _, y in pairs]) if pairs else np.zeros((0, max_length), np.int64),
+    }
+
+
+def _ref_dataset(case, dtype):
+    from npgpt import data as np_data
+    from npgpt.tokenizer import get_tokenizer
+
+    _, max_length, stride = _windows(case)
+    dataset = np_data.GPTDatasetV1(_text(), get_tokenizer(), max_length, stride)
+    return {"inputs": dataset.input_ids, "targets": dataset.target_ids}
+
+
+def _run_loader(fn, case, torch, dtype):
+    batch_size, max_length, stride = _windows(case)
+    loader = fn(
+        _text(),
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        shuffle=False,
+        drop_last=True,
+        num_workers=0,
+    )
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in loader]
+    return _concat(batches, max_length)
+
+
+def _ref_loader(case, dtype):
+    from npgpt import data as np_data
+    from npgpt.tokenizer import get_tokenizer
+
+    batch_size, max_length, stride = _windows(case)
+    dataset = np_data.GPTDatasetV1(_text(), get_tokenizer(), max_length, stride)
+    return _concat(list(np_data.DataLoader(dataset, batch_size, shuffle=False, drop_last=True)), max_length)
+
+
+def _concat(batches: list, max_length: int) -> dict[str, np.ndarray]:
+    empty = np.zeros((0, max_length), np.int64)
+    return {
+        "inputs": np.concatenate([x for x, _ in batches]) if batches else empty,
+        "targets": np.concatenate([y for _, y in batches]) if batches else empty,
+        "batch sizes": np.array([len(x) for x, _ in batches], dtype=np.int64),
+    }
+
+
+def _function(
+    name: str, chapter: int, run: Callable, ref: Callable, bugs: tuple[str, ...] = (), tier="model", swaps=()
+):
+    """A class or function of the reader's that is called, not trained; ``swaps`` name the other
+    book functions it calls, replaced by the reference's while it runs."""
+    kind = "dataset" if name == "GPTDatasetV1" else "function"
+    return Target(name, chapter, kind, lambda obj, case: obj, run, ref, bugs, swaps, tier)
+
+
+FUNCTIONS = [
+    _function("GPTDatasetV1", 2, _run_dataset, _ref_dataset, ("GPTDatasetV1",), tier="exact"),
+    _function("create_dataloader_v1", 2, _run_loader, _ref_loader, tier="exact", swaps=(("global", "GPTDatasetV1"),)),
+    _function("generate_text_simple", 4, _run_generate_simple, _ref_generate_simple),
+    _function("calc_loss_batch", 5, _run_loss_batch, _ref_loss_batch, ("calc_loss_batch",)),
+    _function("calc_loss_loader", 5, _run_loss_loader, _ref_loss_loader, swaps=(("global", "calc_loss_batch"),)),
+    _function("generate", 5, _run_generate, _ref_generate, ("generate",)),
+]
+
+# bottom-up: a class is checked after the classes it is built from
+TARGETS: dict[str, Target] = {t.name: t for t in (*FUNCTIONS[:2], *MODULES, GPT_MODEL, *FUNCTIONS[2:])}

@@ -1,0 +1,80 @@
+"""``npgpt check-book``: a reader's own chapter 2-5 code checked name by name (parity/book)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from npgpt.errors import NpgptError
+from npgpt.files import atomic_write
+from parity.cli.check import check_report_path
+from parity.cli.runs import DefaultsHelp, Runner
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
+    p = sub.add_parser(
+        "check-book",
+        formatter_class=DefaultsHelp,
+        help="check your own code from the book, class by class, against the NumPy reference",
+        description="Finds the book's classes and functions (GPTDatasetV1 ... LayerNorm, MultiHeadAttention, "
+        "GPTModel, generate) in your file or folder, checks each one's outputs and gradients against npgpt on "
+        "cases drawn by Hypothesis (float64, then float32), shrinks a failure to the smallest case, and names "
+        "the classic mistake it matches (npgpt bugs). Exits 1 if any check fails.",
+    )
+    p.add_argument("path", help="your .py file, or a folder of them")
+    p.add_argument("--only", help="comma-separated book names, e.g. LayerNorm,MultiHeadAttention")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")
+    p.add_argument("--examples", type=int, default=30, help="cases Hypothesis draws per name and dtype")
+    p.add_argument("--example", help="check one case only, e.g. B=1,T=2,H=1,D=2,seed=0 (from a report)")
+    p.add_argument("--json", help="also write the findings to this JSON file")
+    return {"check-book": run}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.examples < 1:
+        raise NpgptError(f"--examples {args.examples}: give at least 1")
+    check_report_path(args.json, key="findings", what="npgpt check-book")
+    try:
+        import torch  # noqa: F401
+
+        from parity.book.check import check_book
+        from parity.book.targets import Case
+    except ImportError as exc:
+        if exc.name in ("torch", "hypothesis"):
+            raise NpgptError(f"check-book needs {exc.name}; pip install 'npgpt[torch,test]'") from None
+        raise
+    example = None
+    if args.example:
+        try:
+            example = Case.parse(args.example)
+        except (ValueError, KeyError, TypeError):
+            raise NpgptError(f"--example {args.example}: write it as B=1,T=2,H=1,D=2,seed=0") from None
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the reader's degenerate cases (C = 1) warn; the report says it
+        findings, problems = check_book(
+            args.path, only, dtypes, args.examples, example, lambda m: print(f"  {m}", file=sys.stderr, flush=True)
+        )
+    for line in problems:
+        print(line)
+    if all(f.status == "not found" for f in findings):
+        raise NpgptError(
+            f"{args.path}: none of the book's names {'(' + args.only + ') ' if only else ''}found"
+            f"{' (and it could not be imported)' if problems else ''}; name your classes as the book does"
+        )
+    for finding in findings:
+        print("\n".join(finding.lines()))
+    failed = [f.name for f in findings if f.failed]
+    passed = sum(f.status == "PASS" for f in findings)
+    print(f"\n{passed} passed, {len(failed)} failed, {sum(f.status == 'not found' for f in findings)} not found")
+    if args.json:
+        payload = {"source": args.path, "findings": [dataclasses.asdict(f) for f in findings], "problems": problems}
+        text = json.dumps(payload, indent=1, default=str).encode()
+        atomic_write(args.json, lambda f: f.write(text))
+    return 1 if failed else 0
