@@ -142,8 +142,8 @@ def _attention(bug: str) -> Callable[[Callable], Callable]:
             scores = np.where(future, -np.inf, scores)
             if bug != "no-attention-scaling":
                 scores = scores / math.sqrt(H * D if bug == "scale-by-emb-dim" else D)
-            with np.errstate(invalid="ignore"):  # a fully masked row (the diagonal masked at t = 0)
-                weights = np.nan_to_num(softmax(scores, axis=2 if bug == "softmax-wrong-axis" else -1))
+            with np.errstate(invalid="ignore"):  # a fully masked row (the diagonal masked at t = 0) is NaN, as in torch
+                weights = softmax(scores, axis=2 if bug == "softmax-wrong-axis" else -1)
             if keep is not None and bug != "dropout-before-mask":
                 weights = weights * keep * drop_scale
             context = (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, H * D)

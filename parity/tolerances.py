@@ -91,8 +91,13 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tol: Tol) -> Comparison:
     max_abs = float(diff.max()) if diff.size else 0.0
     # relative to the reference tensor's largest magnitude: elementwise ratios explode where b ~ 0
     max_rel = max_abs / max(ref_max, np.finfo(np.float64).tiny) if diff.size else 0.0
-    if not np.all(np.isfinite(a64)) or not np.all(np.isfinite(b64)):
-        ok = bool(np.array_equal(a64, b64, equal_nan=True))
+    finite_a, finite_b = np.isfinite(a64), np.isfinite(b64)
+    if not finite_a.all() or not finite_b.all():
+        # NaN and inf must sit at the same places with the same values; the rest within tolerance
+        same = bool(np.array_equal(finite_a, finite_b)) and bool(
+            np.array_equal(a64[~finite_a], b64[~finite_b], equal_nan=True)
+        )
+        ok = same and compare(name, a64[finite_a], b64[finite_b], tol).ok
     elif tol.norm:
         bound = tol.atol * np.sqrt(b64.size) * scale + tol.rtol * float(np.linalg.norm(b64))
         ok = float(np.linalg.norm(diff)) <= bound

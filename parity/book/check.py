@@ -258,17 +258,21 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
 # -- the search ---------------------------------------------------------------------------------
 
 
-def cases(target: Target):
+def cases(target: Target, dtype: str):
+    """The cases drawn for ``target``. In float32, emb_dim >= 4: over C <= 2 LayerNorm's output
+    does not depend on its input, and every gradient below it is round-off, in any correct
+    implementation (docs/conventions.md); float64 covers the small widths."""
     from hypothesis import strategies as st
 
     if target.name in ("GPTDatasetV1", "create_dataloader_v1"):  # B: batch size, T: max_length, D: stride
         return st.builds(
             Case, B=st.integers(1, 4), T=st.integers(1, 8), H=st.just(1), D=st.integers(1, 8), seed=st.just(0)
         )
-    return st.builds(
+    drawn = st.builds(
         Case, B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4),
         seed=st.integers(0, 2**16),
     )  # fmt: skip
+    return drawn.filter(lambda c: c.C >= 4) if dtype == "float32" else drawn
 
 
 def smallest_failure(target: Target, obj: Any, dtype: str, subs, max_examples: int) -> Case | None:
@@ -281,7 +285,7 @@ def smallest_failure(target: Target, obj: Any, dtype: str, subs, max_examples: i
         suppress_health_check=list(HealthCheck),
     )  # fmt: skip
     try:
-        return find(cases(target), lambda c: not attempt(target, obj, c, dtype, subs).ok, settings=quiet)
+        return find(cases(target, dtype), lambda c: not attempt(target, obj, c, dtype, subs).ok, settings=quiet)
     except NoSuchExample:
         return None
 
@@ -296,28 +300,58 @@ def _worst(rows: list[Comparison]) -> str:
     return f"{row.name} differs by {row.max_abs:.2e} (relative {row.max_rel:.1e}; tolerance {row.tol.describe()})"
 
 
-def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt) -> str:
-    """The catalogued mistake whose reference reproduces the reader's forward outputs on ``case``."""
+def matching_mistakes(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt) -> list[Any]:
+    """The catalogued mistakes whose reference reproduces the reader's forward outputs on ``case``
+    and changes them (a mistake invisible on this case is not a candidate). None when the forward
+    outputs are right and only gradients differ: the catalog's mistakes are forward ones. Where
+    torch turns a mistake into an error, the error's text is matched instead."""
     import torch
 
-    for bug in (b for b in CATALOG.values() if b.component in target.bug_components):
-        if result.error:
-            if bug.symptom and bug.symptom in result.error:
-                return f"your {target.name} shows {bug.what}; the book: {bug.fix} ({bug.name})"
-            continue
+    bugs = [b for b in CATALOG.values() if b.component in target.bug_components]
+    if result.error:
+        return [b for b in bugs if b.symptom and b.symptom in result.error]
+    if all(r.ok for r in result.rows if not r.name.startswith("grad ")):
+        return []
+    built = target.build(obj, case)
+    if subs is not None:
+        built = subs(built, case)
+    got = target.run(built, case, torch, torch.float64 if dtype == "float64" else torch.float32)
+    clean = _forward(target.reference(case, np.dtype(dtype)))
+    found = []
+    for bug in bugs:
         with inject(bug.name):
             try:
-                mutated = target.reference(case, np.dtype(dtype))
+                mutated = _forward(target.reference(case, np.dtype(dtype)))
             except Exception:
                 continue
-        built = target.build(obj, case)
-        if subs is not None:
-            built = subs(built, case)
-        got = target.run(built, case, torch, torch.float64 if dtype == "float64" else torch.float32)
-        forward = {k: v for k, v in mutated.items() if not k.startswith("grad ")}
-        if all(r.ok for r in compare_outputs(target, got, forward, dtype)):
-            return f"your {target.name} matches the reference with {bug.what}; the book: {bug.fix} ({bug.name})"
-    return ""
+        if all(r.ok for r in compare_outputs(target, clean, mutated, dtype)):
+            continue  # the mistake changes nothing on this case: it cannot be told apart here
+        if all(r.ok for r in compare_outputs(target, got, mutated, dtype)):
+            found.append(bug)
+    return found
+
+
+def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt) -> str:
+    """One line naming the mistake, from the smallest failing case, or from the typical case when
+    the smallest one cannot tell mistakes apart (at T = 2, one visible future token is no mask)."""
+    found = matching_mistakes(target, obj, case, dtype, subs, result)
+    seen_on = ""
+    if len(found) != 1 and case != TYPICAL:
+        typical = attempt(target, obj, TYPICAL, dtype, subs)
+        wider = matching_mistakes(target, obj, TYPICAL, dtype, subs, typical) if not typical.ok else []
+        if wider and (not found or len(wider) < len(found)):
+            found, seen_on = wider, f"; seen on {TYPICAL}"
+    if not found:
+        return ""
+    verb = "shows" if result.error else "matches the reference with"
+    if len(found) == 1:
+        bug = found[0]
+        return f"your {target.name} {verb} {bug.what}; the book: {bug.fix} ({bug.name}){seen_on}"
+    return f"your {target.name} {verb} any of: {', '.join(b.name for b in found)} (npgpt bugs){seen_on}"
+
+
+def _forward(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in outputs.items() if not k.startswith("grad ")}
 
 
 def check_target(

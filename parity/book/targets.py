@@ -181,8 +181,8 @@ def _module_target(
     name, chapter, build, weights, x_of, ref, bug_components=(), swaps=(), tier="component", dropout=None
 ):
     """A class checked in eval mode (output, gradients); with ``dropout`` (its attention-weight
-    dropout module's name, and its number of heads) also in train mode, the reader's dropout replaced by one that applies
-    the reference's keep mask: where the dropout sits is then compared too."""
+    dropout module's name, and its number of heads) also in train mode, the reader's dropout
+    replaced by one that applies the reference's keep mask: where the dropout sits is compared."""
 
     def run(obj, case, torch, dtype):
         x = x_of(case, _np(dtype, torch))

@@ -2,12 +2,10 @@
 parameter names of the book), all correct. tests/parity/test_check_book.py checks this file with
 ``npgpt check-book`` and makes one copy per catalogued mistake, each with exactly that mistake."""
 
+import tiktoken  # noqa: F401  (the book's tokenizer; check-book passes its own)
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-
-import tiktoken  # noqa: F401  (the book's tokenizer; check-book passes its own)
-
 
 # -- chapter 2 -------------------------------------------------------------------------------------
 
