@@ -8,7 +8,7 @@ import numpy as np
 
 from npgpt.config import GPTConfig, as_config
 from npgpt.errors import NpgptError
-from npgpt.layers import cross_entropy, gpt_model
+from npgpt.layers import cross_entropy, gpt_model, transformer_block
 from npgpt.layers.kv_cache import KVCache
 from npgpt.params import check_ids, check_params, init_params, num_params
 
@@ -22,7 +22,9 @@ class GPTModel:
 
     ``params`` is a flat dict keyed like the book's ``state_dict()``. Dropout is active after
     ``train()`` and draws masks from ``self.rng`` unless ``masks`` are given; ``eval()`` turns
-    it off. A new model starts in train mode, like an nn.Module.
+    it off. A new model starts in train mode, like an nn.Module. ``attention="blocked"`` runs
+    the block-skipping attention (same function and gradients, less memory and work at long
+    contexts; npgpt/layers/blocked_attention.py); the default is the book's.
     """
 
     def __init__(
@@ -31,7 +33,11 @@ class GPTModel:
         seed: int = 0,
         dtype: np.dtype | type = np.float32,
         params: dict[str, np.ndarray] | None = None,
+        attention: str = "plain",
     ) -> None:
+        if attention not in transformer_block.ATTENTIONS:
+            raise NpgptError(f"attention={attention!r}: choose one of {', '.join(transformer_block.ATTENTIONS)}")
+        self.attention = attention
         self.cfg = as_config(cfg)
         self.params = init_params(self.cfg, seed, dtype) if params is None else params
         self.dtype = check_params(self.params, self.cfg)
@@ -59,8 +65,9 @@ class GPTModel:
         """ids (B, T) -> (logits (B, T, V), cache for backward). ``taps``: see gpt_model.forward."""
         ids = check_ids(ids, self.cfg, 0 if kv_cache is None else kv_cache.length)
         logits, cache = gpt_model.forward(
-            self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache, taps=taps
-        )
+            self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache, taps=taps,
+            attention=self.attention,
+        )  # fmt: skip
         self.last_masks = cache.masks
         return logits, cache
 

@@ -53,6 +53,7 @@ def forward(
     masks: dict[str, np.ndarray] | None = None,
     kv_cache: KVCache | None = None,
     taps: list[dict[str, np.ndarray]] | None = None,
+    attention: str = "plain",
 ) -> tuple[np.ndarray, Cache]:
     """ids (B, T) -> logits (B, T, V).
 
@@ -60,7 +61,8 @@ def forward(
     ``dropout_sites``) or draws it from ``rng``; the masks used are returned in the cache so
     another implementation can replay them. With ``kv_cache`` the ids continue the cached
     sequence (positions start at ``kv_cache.length``). ``taps``, if given, receives one dict of
-    sub-layer outputs per block (``transformer_block.forward``).
+    sub-layer outputs per block (``transformer_block.forward``). ``attention``: "plain" (the
+    book's) or "blocked" (npgpt/layers/blocked_attention.py).
     """
     masks = dict(masks or {})
     offset = 0 if kv_cache is None else kv_cache.length
@@ -83,6 +85,7 @@ def forward(
             masks=masks,
             kv=kv,
             taps=None if taps is None else taps[i],
+            attention=attention,
         )  # (B, T, C)
         block_caches.append(c)
         block_outputs.append(x)

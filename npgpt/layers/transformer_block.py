@@ -12,8 +12,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npgpt.layers import dropout, feed_forward, layer_norm, multi_head_attention
+from npgpt.layers import blocked_attention, dropout, feed_forward, layer_norm, multi_head_attention
 from npgpt.layers.kv_cache import LayerKV
+
+# the attention implementations a block can run: the book's (the reference) and the block-skipping
+# one for long contexts (same function and gradients; npgpt/layers/blocked_attention.py)
+ATTENTIONS = {"plain": multi_head_attention, "blocked": blocked_attention}
 
 # Dropout sites of one block, as suffixes of the block prefix (see gpt_model.dropout_sites).
 ATT_DROP = "att.dropout"
@@ -23,7 +27,7 @@ SHORTCUT_DROP_2 = "drop_shortcut.ff"
 
 class Cache(NamedTuple):
     norm1_cache: layer_norm.Cache
-    att_cache: multi_head_attention.Cache
+    att_cache: multi_head_attention.Cache | blocked_attention.Cache
     drop1_cache: dropout.Cache
     norm2_cache: layer_norm.Cache
     ff_cache: feed_forward.Cache
@@ -43,9 +47,10 @@ def forward(
     masks: dict[str, np.ndarray] | None = None,
     kv: LayerKV | None = None,
     taps: dict[str, np.ndarray] | None = None,
+    attention: str = "plain",
 ) -> tuple[np.ndarray, Cache]:
     """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask (None: no dropout
-    at that site, see dropout.at_site). ``taps``, if
+    at that site, see dropout.at_site). ``attention``: "plain" (the book's) or "blocked". ``taps``, if
     given, receives each sub-layer's output by the book's module name (norm1, att, norm2, ff),
     for a comparison that localizes a difference below the block."""
     masks = masks or {}
@@ -53,7 +58,7 @@ def forward(
     # shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
     h, norm1_cache = layer_norm.forward(x, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.shift"])  # (B, T, C)
     rate, mask = dropout.at_site(masks, prefix + ATT_DROP, drop_rate)
-    h, att_cache = multi_head_attention.forward(
+    h, att_cache = ATTENTIONS[attention].forward(
         h, p, f"{prefix}att.", n_heads, rate, train=train, rng=rng, mask=mask, kv=kv
     )  # (B, T, C)
     if taps is not None:
@@ -88,7 +93,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     dx = dout + dh  # shortcut path + transformed path
     # x = x_in + drop_shortcut(att(norm1(x_in)))
     dh = dropout.backward(dx, cache.drop1_cache)
-    dh, att_grads = multi_head_attention.backward(dh, cache.att_cache)
+    attention = blocked_attention if isinstance(cache.att_cache, blocked_attention.Cache) else multi_head_attention
+    dh, att_grads = attention.backward(dh, cache.att_cache)
     dh, grads[f"{prefix}norm1.scale"], grads[f"{prefix}norm1.shift"] = layer_norm.backward(dh, cache.norm1_cache)
     dx_in = dx + dh
     grads.update(ff_grads)
