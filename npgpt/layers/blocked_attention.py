@@ -73,10 +73,12 @@ def forward(
     rng: np.random.Generator | None = None,
     mask: np.ndarray | None = None,
     kv: LayerKV | None = None,
-    block: int = BLOCK,
+    block: int | None = None,
 ) -> tuple[np.ndarray, Cache | multi_head_attention.Cache]:
-    """x (B, T, C) -> (B, T, C), as ``multi_head_attention.forward``. With a KV cache (generation,
-    one new token at a time) it is the plain layer: there is no square to skip."""
+    """x (B, T, C) -> (B, T, C), as ``multi_head_attention.forward``; ``block`` defaults to BLOCK.
+    With a KV cache (generation, one new token at a time) it is the plain layer: there is no
+    square to skip."""
+    block = block or BLOCK
     if kv is not None:
         return multi_head_attention.forward(
             x, params, prefix, n_heads, drop_rate, train=train, rng=rng, mask=mask, kv=kv

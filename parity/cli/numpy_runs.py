@@ -50,6 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
         model = GPTModel(cfg, seed=args.seed, dtype=np.dtype(args.dtype))
         optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
         state = TrainState()
+    model.attention = "blocked" if args.attention == "blocked" else "plain"  # the same math, chosen per call
     cfg = model.cfg
     check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
     train_text, val_text = train_val_split(text)

@@ -1,4 +1,5 @@
-"""The opt-in torch speed-ups of ``npgpt train/demo --impl torch``, declared once: the parser
+"""The opt-in speed-ups of ``npgpt train/demo``, declared once (all torch's but ``--attention
+blocked``, npgpt's block-skipping attention): the parser
 builds its flags from this table, the torch runner reads the same names, and a resumed run takes
 them from its checkpoint. Each keeps the book's weights and math (docs/torchgpt.md)."""
 
@@ -22,7 +23,13 @@ class SpeedUp:
 
 
 SPEED_UPS = (
-    SpeedUp("attention", "book", "sdpa: F.scaled_dot_product_attention (flash attention on GPUs)", ("book", "sdpa")),
+    SpeedUp(
+        "attention",
+        "book",
+        "sdpa (--impl torch): F.scaled_dot_product_attention (flash attention on GPUs); blocked (npgpt): "
+        "causal blocks in the future skipped, weights recomputed in backward (long contexts)",
+        ("book", "sdpa", "blocked"),
+    ),
     SpeedUp("amp", "none", "bf16 autocast", ("none", "bf16")),
     SpeedUp("compile", False, "torch.compile the model"),
     SpeedUp("fused_adamw", False, "single-kernel AdamW (CPU and CUDA)"),
@@ -33,7 +40,7 @@ NAMES = tuple(s.name for s in SPEED_UPS)
 
 
 def add_speed_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("torch speed-ups (opt-in, same weights and math; --impl torch only)")
+    g = p.add_argument_group("speed-ups (opt-in, same weights and math; --impl torch only, but --attention blocked)")
     for s in SPEED_UPS:
         if isinstance(s.default, bool):
             g.add_argument(s.flag, action="store_true", help=s.help)
@@ -41,6 +48,12 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(s.flag, type=type(s.default), default=s.default, choices=s.choices, help=s.help)
 
 
+NUMPY_ATTENTION = "blocked"  # the one value of a speed-up flag that is npgpt's, not torch's
+
+
 def used(args: argparse.Namespace) -> list[str]:
-    """The speed-up flags given with a value other than their default."""
-    return [s.flag for s in SPEED_UPS if getattr(args, s.name, s.default) != s.default]
+    """The torch speed-up flags given with a value other than their default."""
+    return [
+        s.flag for s in SPEED_UPS
+        if getattr(args, s.name, s.default) not in (s.default, NUMPY_ATTENTION if s.name == "attention" else None)
+    ]  # fmt: skip

@@ -87,6 +87,9 @@ def _runners(args: argparse.Namespace):
     if args.impl == "numpy":
         if used:
             raise NpgptError(f"{', '.join(used)}: torch options; add --impl torch")
+    elif getattr(args, "attention", None) == torch_flags.NUMPY_ATTENTION:
+        raise NpgptError("--attention blocked is npgpt's (--impl numpy); torch's long-context attention is sdpa")
+    if args.impl == "numpy":
         from parity.cli import numpy_runs
 
         return numpy_runs

@@ -166,3 +166,25 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, impl, sig):
     again = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout
+
+
+def test_blocked_attention_trains_to_the_same_weights(tmp_path, capsys):
+    """--attention blocked: npgpt's block-skipping attention, the same steps as the book's (the
+    context of 16 spans two blocks of 8)."""
+    from npgpt.layers import blocked_attention
+
+    runs = {}
+    for attention in ("book", "blocked"):
+        original = blocked_attention.BLOCK
+        blocked_attention.BLOCK = 8
+        try:
+            out = tmp_path / attention
+            assert main(["train", *TINY, "--max-steps", "3", "--attention", attention, "--out", str(out)]) == 0
+        finally:
+            blocked_attention.BLOCK = original
+        runs[attention] = load_checkpoint(out / "checkpoint.npz")[1]
+    for k, v in runs["book"].items():
+        np.testing.assert_allclose(runs["blocked"][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    capsys.readouterr()
+    assert main(["train", "--impl", "torch", "--attention", "blocked"]) == 2
+    assert "--attention blocked is npgpt's" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The block-skipping attention against the plain layer: the same outputs and gradients in float64
+and float32 (the tolerance table's component tiers), on Hypothesis shapes that include T = 1, T
+not a multiple of the block and dropout with shared masks; a negative control; the model option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npgpt import GPTModel
+from npgpt.config import GPTConfig
+from npgpt.errors import NpgptError
+from npgpt.layers import blocked_attention, multi_head_attention
+from npgpt.layers.dropout import draw_mask
+from parity.tolerances import tolerance
+
+
+@st.composite
+def shapes(draw):
+    H, D = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    return {
+        "B": draw(st.integers(1, 3)), "T": draw(st.integers(1, 20)), "H": H, "D": D,
+        "block": draw(st.integers(1, 8)), "drop": draw(st.sampled_from([0.0, 0.1, 0.5])),
+        "bias": draw(st.booleans()), "seed": draw(st.integers(0, 2**31 - 1)),
+    }  # fmt: skip
+
+
+def both(s: dict, dtype) -> tuple[tuple, tuple]:
+    rng = np.random.default_rng(s["seed"])
+    B, T, H, C = s["B"], s["T"], s["H"], s["H"] * s["D"]
+    params = {}
+    for name in ("W_query", "W_key", "W_value", "out_proj"):
+        params[f"{name}.weight"] = (rng.standard_normal((C, C)) / np.sqrt(C)).astype(dtype)
+        if s["bias"] or name == "out_proj":
+            params[f"{name}.bias"] = (0.1 * rng.standard_normal(C)).astype(dtype)
+    x, dout = (rng.standard_normal((B, T, C)).astype(dtype) for _ in range(2))
+    mask = draw_mask(rng, (B, H, T, T), s["drop"]) if s["drop"] else None
+    train = {"train": mask is not None, "mask": mask}
+    out = []
+    for layer, extra in ((multi_head_attention, {}), (blocked_attention, {"block": s["block"]})):
+        y, cache = layer.forward(x, params, "", H, s["drop"], **train, **extra)
+        dx, grads = layer.backward(dout, cache)
+        out.append((y, dx, grads))
+    return out[0], out[1]
+
+
+def agree(s: dict, dtype) -> bool:
+    (y1, dx1, g1), (y2, dx2, g2) = both(s, dtype)
+    fwd, bwd = tolerance(dtype, "fwd"), tolerance(dtype, "bwd")
+
+    def close(a, b, tol) -> bool:
+        return bool(np.all(np.abs(a - b) <= tol.atol * max(1.0, np.abs(b).max(initial=0.0)) + tol.rtol * np.abs(b)))
+
+    return (
+        y2.dtype == y1.dtype and dx2.dtype == dx1.dtype and close(y2, y1, fwd) and close(dx2, dx1, bwd)
+        and g1.keys() == g2.keys() and all(close(g2[k], g1[k], bwd) for k in g1)
+    )  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes(), st.sampled_from([np.float64, np.float32]))
+def test_blocked_attention_equals_the_plain_layer(s, dtype):
+    assert agree(s, dtype)
+
+
+def test_a_diagonal_block_left_unmasked_fails(monkeypatch):
+    real = blocked_attention._scores
+
+    def unmasked(q_i, k_j, i0, j0, scale, bias):  # the bug: the diagonal block sees its future
+        return real(q_i, k_j, i0, j0, scale, np.zeros_like(bias))
+
+    s = {"B": 2, "T": 9, "H": 2, "D": 3, "block": 4, "drop": 0.0, "bias": True, "seed": 0}
+    assert agree(s, np.float64)
+    monkeypatch.setattr(blocked_attention, "_scores", unmasked)
+    assert not agree(s, np.float64)
+
+
+def test_the_model_option_matches_the_plain_model_and_generates(monkeypatch):
+    monkeypatch.setattr(blocked_attention, "BLOCK", 8)  # several blocks at this small T
+    cfg = GPTConfig(vocab_size=50, context_length=40, emb_dim=12, n_heads=3, n_layers=2, drop_rate=0.1)
+    plain = GPTModel(cfg, seed=1, dtype=np.float64)
+    blocked = GPTModel(cfg, seed=1, dtype=np.float64, attention="blocked")
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 37))
+    loss_a, grads_a = plain.loss_and_grads(ids, ids)
+    loss_b, grads_b = blocked.loss_and_grads(ids, ids, masks=plain.last_masks)  # the same dropout masks
+    assert abs(loss_a - loss_b) < 1e-12
+    assert max(float(np.abs(grads_a[k] - grads_b[k]).max()) for k in grads_a) < 1e-12
+    from npgpt import generate
+
+    prompt = ids[:, :5]
+    assert np.array_equal(generate(plain.eval(), prompt, 6, 40), generate(blocked.eval(), prompt, 6, 40))
+    with pytest.raises(NpgptError, match="attention='flash'"):
+        GPTModel(cfg, attention="flash")
+
+
+def test_its_cache_holds_no_square_of_weights():
+    s = {"B": 1, "T": 64, "H": 2, "D": 4, "block": 16, "drop": 0.0, "bias": False, "seed": 0}
+    rng = np.random.default_rng(0)
+    C = 8
+    params = {f"{n}.weight": rng.standard_normal((C, C)) for n in ("W_query", "W_key", "W_value", "out_proj")}
+    x = rng.standard_normal((s["B"], s["T"], C))
+    _, plain = multi_head_attention.forward(x, params, "", s["H"])
+    _, blocked = blocked_attention.forward(x, params, "", s["H"], block=s["block"])
+    squares = [f for f in blocked if isinstance(f, np.ndarray) and f.shape[-2:] == (s["T"], s["T"])]
+    assert not squares and any(isinstance(f, np.ndarray) and f.shape[-2:] == (64, 64) for f in plain)
