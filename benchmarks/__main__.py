@@ -6,11 +6,14 @@ numpy-cpu|torch-cpu|torch-cuda``), so no implementation's threads, allocator or 
 another's numbers; each worker measures its own ceiling first (float32 — and on GPUs bf16 —
 matmul FLOP/s, memory bandwidth), then forward, train step (forward + backward + AdamW) and
 generation with and without KV cache. Warm-up, then the median of repeats; CUDA timings are
-synchronised. FLOPs per token are counted on paper: 6 * N_matmul + 12 * L * C * T for a train
-step, a third of that for a forward (N_matmul = 12 L C^2 + V C, the weights used in matmuls).
+synchronised. FLOPs per token are counted on paper, useful ones only: 6 * N_matmul +
+6 * L * C * (T + 1) for a train step, a third of that for a forward (N_matmul = 12 L C^2 + V C, the
+weights used in matmuls; attention over the (T + 1) / 2 keys a token sees on average under the
+causal mask, not the masked half).
 MFU is those FLOPs per second over the matmul ceiling measured in the same run at the row's
 precision (float32, tf32 or bf16), never a datasheet peak.
-Results: benchmarks/results/<machine>.json, .md and .png.
+Results: benchmarks/results/<machine>.json, .md and .png; a CPU run is named by the CPU's
+vendor (cpu-amd-2core, cpu-intel-2core): the two kinds rank NumPy and torch differently.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.measure import machine
+from benchmarks.measure import cpu_kind, machine
 from benchmarks.report import plot, to_markdown, with_ratios
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # the workers import benchmarks from here
@@ -55,7 +58,9 @@ def run_all(out_dir: Path, quick: bool, impls: list[str]) -> dict:
         results["workers"][impl] = json.loads(done.stdout)
     with_ratios(results)
     slug = (
-        "gpu-" + results["machine"]["gpu"].replace(" ", "-") if has_cuda else f"cpu-{results['machine']['cores']}core"
+        "gpu-" + results["machine"]["gpu"].replace(" ", "-")
+        if has_cuda
+        else f"cpu-{cpu_kind(results['machine']['cpu'])}-{results['machine']['cores']}core"
     )
     stem = out_dir / (f"{slug}-quick" if quick else slug)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.measure import machine
+from benchmarks.measure import cpu_kind, machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "summary": [line for line in done.stdout.splitlines() if "PASS" in line or "FAIL" in line],
     }
-    vendor = "amd" if "AMD" in m["cpu"] else "intel" if "Intel" in m["cpu"] else "cpu"
+    vendor = cpu_kind(m["cpu"])
     impl = f"-{args.impl}" if args.impl else ""
     shape = "the tiny model on the embedded story" if args.demo else "GPT-2 small, float64"
     name = "demo-memory" if args.demo else f"check-memory{impl}"

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.measure import machine
+from benchmarks.measure import cpu_kind, machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "stderr": done.stderr[-2000:],
     }
-    vendor = "amd" if "AMD" in m["cpu"] else "intel" if "Intel" in m["cpu"] else "cpu"
+    vendor = cpu_kind(m["cpu"])
     stem = Path("benchmarks/results") / f"golden-write-{vendor}-{os.cpu_count()}core"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(

@@ -53,3 +53,9 @@ def machine() -> dict:
             if line.startswith("model name")
         )
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
+
+
+def cpu_kind(cpu: str) -> str:
+    """The vendor part of a result file's name: amd, intel, arm or other."""
+    low = cpu.lower()
+    return next((kind for key, kind in (("amd", "amd"), ("intel", "intel"), ("arm", "arm")) if key in low), "other")

@@ -42,12 +42,15 @@ PLAN_GPU_QUICK = [("tiny", "tiny", 8, 128, 5, GPU_ALL), ("tiny", "tiny", 8, 256,
 
 GEN = [("tiny", "tiny", 200), ("124M", "gpt2-small", 50)]  # new tokens from a 4-token prompt
 
+# npgpt's opt-in block-skipping attention (npgpt/layers/blocked_attention.py), beside the plain rows
+PLAN_BLOCKED = [("124M", "gpt2-small", 2, 256, 3), ("124M", "gpt2-small", 2, 1024, 2)]
 
-def _numpy_row(name: str, preset: str, B: int, T: int, repeats: int, ceiling: float) -> dict:
+
+def _numpy_row(name: str, preset: str, B: int, T: int, repeats: int, ceiling: float, attention: str = "plain") -> dict:
     from npgpt import AdamW, GPTModel
 
     cfg = GPTConfig.preset(preset, context_length=max(T, 1024 if preset != "tiny" else T), drop_rate=0.1)
-    model = GPTModel(cfg, seed=0)
+    model = GPTModel(cfg, seed=0, attention=attention)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (B, T))
     opt = AdamW(model.params, lr=4e-4, weight_decay=0.1)
 
@@ -60,7 +63,8 @@ def _numpy_row(name: str, preset: str, B: int, T: int, repeats: int, ceiling: fl
     model.train()
     reset_peak_rss()
     train = median_time(step, repeats)
-    return _row("numpy-cpu", "fp32", name, cfg, B, T, fwd, train, peak_rss(), ceiling)
+    mode = "fp32" if attention == "plain" else f"fp32 {attention}"
+    return _row("numpy-cpu", mode, name, cfg, B, T, fwd, train, peak_rss(), ceiling)
 
 
 def _numpy_gen(name: str, preset: str, n_new: int) -> dict:
@@ -77,6 +81,9 @@ def numpy_worker(plan, gen) -> dict:
     rows = []
     for name, preset, B, T, repeats in plan:
         rows.append(_numpy_row(name, preset, B, T, repeats, ceiling["float32_matmul_flops"]))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for name, preset, B, T, repeats in PLAN_BLOCKED if any(p[1] == "gpt2-small" for p in plan) else ():
+        rows.append(_numpy_row(name, preset, B, T, repeats, ceiling["float32_matmul_flops"], "blocked"))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"ceiling": ceiling, "rows": rows, "generation": [_numpy_gen(*g) for g in gen]}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from npgpt import threads
 from npgpt.errors import NpgptError
 
 
@@ -48,9 +49,10 @@ class AdamW:
         bias_correction1 = 1.0 - beta1**self.t
         bias_correction2_sqrt = math.sqrt(1.0 - beta2**self.t)
         step_size = self.lr / bias_correction1
-        for key, p in self.params.items():
-            g, m, v = grads[key], self.m[key], self.v[key]
-            p *= 1.0 - self.lr * self.weight_decay
+        decay = 1.0 - self.lr * self.weight_decay
+
+        def update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
+            p *= decay
             m *= beta1
             m += (1.0 - beta1) * g
             v *= beta2
@@ -63,6 +65,9 @@ class AdamW:
             np.divide(m, scratch, out=scratch)
             scratch *= step_size
             p -= scratch
+
+        for key, p in self.params.items():
+            threads.in_ranges(update, p, grads[key], self.m[key], self.v[key])  # elementwise: on every core
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
