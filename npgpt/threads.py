@@ -3,8 +3,10 @@ thread. NumPy releases the GIL inside its ufunc loops, so the ranges run at once
 goes through the same ufuncs with the same operands as in one pass, so the result is
 bit-identical (tests/npgpt/test_threads.py asserts equality).
 
-Used where a measurement showed a gain: AdamW's update (GPT-2 small, float32, 2 cores:
-0.56 s -> 0.40 s a step; benchmarks/results/cpu-*.md has the train steps it is part of).
+Used where a benchmark showed a gain: AdamW's update (GPT-2 small, float32, 2-core AMD EPYC:
+0.62 s -> 0.51 s a step, ``python -m benchmarks.threads``, benchmarks/results/threads-*.md).
+GELU was measured too and left single-threaded: 2-3% of a train step, not worth a less readable
+layer.
 ``NPGPT_THREADS=1`` turns it off; the default is the machine's core count (at most 8).
 """
 
