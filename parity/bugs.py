@@ -171,12 +171,8 @@ def _block(bug: str) -> Callable[[Callable], Callable]:
     shortcut dropouts are left out: the eval-mode rows, without dropout, fail first)."""
 
     def make(real: Callable) -> Callable:
-        def forward(
-            x, params, prefix, n_heads, drop_rate=0.0, *, train=False, rng=None, masks=None, kv=None, taps=None
-        ):
-            _, cache = real(
-                x, params, prefix, n_heads, drop_rate, train=train, rng=rng, masks=masks, kv=kv, taps=taps
-            )  # fmt: skip
+        def forward(x, params, prefix, n_heads, drop_rate=0.0, **kwargs):
+            _, cache = real(x, params, prefix, n_heads, drop_rate, **kwargs)
             p = params
             norm1 = lambda h: layer_norm.forward(h, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.shift"])[0]  # noqa: E731
             norm2 = lambda h: layer_norm.forward(h, p[f"{prefix}norm2.scale"], p[f"{prefix}norm2.shift"])[0]  # noqa: E731
