@@ -29,8 +29,7 @@ from npgpt.layers import dropout, linear, multi_head_attention
 from npgpt.layers.kv_cache import LayerKV
 from npgpt.layers.multi_head_attention import _mask_bias, _merge_heads, _split_heads
 
-BLOCK = 128  # query rows per block
-KEY_BLOCK = 128  # key columns per block; 0: all of a query block's past keys in one block
+BLOCK = 128  # rows and columns per block: 64 and 256 were no faster at T = 1024 on the 2-core AMD EPYC
 
 
 class Cache(NamedTuple):
@@ -45,7 +44,6 @@ class Cache(NamedTuple):
     lse: np.ndarray  # (B, H, T, 1) log of each row's softmax denominator (scores scaled by 1/sqrt(D))
     drop_cache: dropout.Cache  # the (B, H, T, T) bool keep mask on the weights (None without dropout), 1/(1-p)
     block: int
-    key_block: int
     prefix: str
 
 
@@ -76,14 +74,11 @@ def forward(
     mask: np.ndarray | None = None,
     kv: LayerKV | None = None,
     block: int | None = None,
-    key_block: int | None = None,
 ) -> tuple[np.ndarray, Cache | multi_head_attention.Cache]:
-    """x (B, T, C) -> (B, T, C), as ``multi_head_attention.forward``. ``block`` (default BLOCK)
-    query rows against ``key_block`` (default KEY_BLOCK; 0: each query block's whole past at once)
-    key columns at a time. With a KV cache (generation, one new token at a time) it is the plain
-    layer: there is no square to skip."""
+    """x (B, T, C) -> (B, T, C), as ``multi_head_attention.forward``; ``block`` defaults to BLOCK.
+    With a KV cache (generation, one new token at a time) it is the plain layer: there is no
+    square to skip."""
     block = block or BLOCK
-    key_block = KEY_BLOCK if key_block is None else key_block
     if kv is not None:
         return multi_head_attention.forward(
             x, params, prefix, n_heads, drop_rate, train=train, rng=rng, mask=mask, kv=kv
@@ -113,7 +108,7 @@ def forward(
         m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=queries.dtype)  # running row maximum
         l = np.zeros_like(m)  # running row sum of exp(s - m)  # noqa: E741
         acc = np.zeros_like(q_i)  # running context, in units of exp(-m)
-        for j0, j1 in _blocks(i1, key_block or i1):  # key blocks up to the diagonal; the rest is future
+        for j0, j1 in _blocks(i1, block):  # key blocks up to the diagonal; later ones are all future
             s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)
             m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
             s -= m_new
@@ -133,7 +128,7 @@ def forward(
     )
     cache = Cache(
         q_cache, k_cache, v_cache, out_cache, queries, keys, values, context, lse,
-        dropout.Cache(keep, drop_scale), block, key_block, prefix,
+        dropout.Cache(keep, drop_scale), block, prefix,
     )  # fmt: skip
     return out, cache
 
@@ -165,7 +160,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     future = _mask_bias(T, T, queries.dtype)
     for i0, i1 in _blocks(T, cache.block):
         q_i, do_i = queries[:, :, i0:i1], dctx[:, :, i0:i1]
-        for j0, j1 in _blocks(i1, cache.key_block or i1):
+        for j0, j1 in _blocks(i1, cache.block):
             s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)
             s -= cache.lse[:, :, i0:i1]
             p = np.exp(s, out=s)  # (B, H, bq, bk) the forward's weights, recomputed

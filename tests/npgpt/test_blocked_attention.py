@@ -22,8 +22,7 @@ def shapes(draw):
     H, D = draw(st.integers(1, 3)), draw(st.integers(1, 5))
     return {
         "B": draw(st.integers(1, 3)), "T": draw(st.integers(1, 20)), "H": H, "D": D,
-        "block": draw(st.integers(1, 8)), "key_block": draw(st.integers(0, 8)),
-        "drop": draw(st.sampled_from([0.0, 0.1, 0.5])),
+        "block": draw(st.integers(1, 8)), "drop": draw(st.sampled_from([0.0, 0.1, 0.5])),
         "bias": draw(st.booleans()), "seed": draw(st.integers(0, 2**31 - 1)),
     }  # fmt: skip
 
@@ -40,8 +39,7 @@ def both(s: dict, dtype) -> tuple[tuple, tuple]:
     mask = draw_mask(rng, (B, H, T, T), s["drop"]) if s["drop"] else None
     train = {"train": mask is not None, "mask": mask}
     out = []
-    blocks = {"block": s["block"], "key_block": s.get("key_block", s["block"])}
-    for layer, extra in ((multi_head_attention, {}), (blocked_attention, blocks)):
+    for layer, extra in ((multi_head_attention, {}), (blocked_attention, {"block": s["block"]})):
         y, cache = layer.forward(x, params, "", H, s["drop"], **train, **extra)
         dx, grads = layer.backward(dout, cache)
         out.append((y, dx, grads))
