@@ -148,9 +148,7 @@ def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_
     for p in module.parameters():
         p.grad = None
     out = module(xt)
-    dout = _x(case, x.dtype if x.dtype.kind == "f" else np.float64, dout_salt, tuple(out.shape)).astype(
-        np.float32 if dtype == torch.float32 else np.float64
-    )
+    dout = _x(case, _np(dtype, torch), dout_salt, tuple(out.shape))  # the reference draws the same
     (out * torch.from_numpy(dout)).sum().backward()
     params = dict(module.named_parameters())
     got = {"output": out.detach().numpy()}
@@ -160,10 +158,6 @@ def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_
         grad = params[k].grad
         got[f"grad {k}"] = np.zeros_like(weights[k]) if grad is None else grad.numpy()
     return got
-
-
-def _dout(case: Case, shape: tuple[int, ...], dtype: np.dtype, salt: int) -> np.ndarray:
-    return _x(case, dtype, salt, shape)
 
 
 def _cast(weights: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -199,7 +193,7 @@ def _module_target(
     def reference(case, dtype):
         x = x_of(case, dtype)
         out, back = ref(x, _cast(weights(case), dtype), case)
-        dout = _dout(case, out.shape, dtype, 5)
+        dout = _x(case, dtype, 5, out.shape)
         outputs = {"output": out, **back(dout)}
         if dropout is not None:
             params = _cast(weights(case), dtype)
@@ -420,7 +414,7 @@ def _ref_model(case, dtype):
 
     params = _cast(_model_weights(case), dtype)
     logits, cache = gpt_model.forward(params, case.cfg(), _ids(case, 6))
-    grads = gpt_model.backward(_dout(case, logits.shape, dtype, 7), cache)
+    grads = gpt_model.backward(_x(case, dtype, 7, logits.shape), cache)
     return {"output": logits, **{f"grad {k}": g for k, g in grads.items()}}
 
 
