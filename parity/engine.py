@@ -124,22 +124,45 @@ def component_of(name: str) -> str:
     return next((component for key, component in _COMPONENTS if key in name), "other")
 
 
-def random_params(cfg: GPTConfig, seed: int, dtype: np.dtype = np.float64) -> dict[str, np.ndarray]:
-    """Every tensor randomised from the seed: weights, biases, LayerNorm scale and shift."""
-    from npgpt.params import param_shapes
+class RandomWeights(Mapping[str, np.ndarray]):
+    """Every tensor randomised from the seed (weights, biases, LayerNorm scale and shift), made
+    when it is asked for: each key has its own stream, ``default_rng((seed, index))``, so a
+    tensor is the same whichever order the keys are read in, and nothing is held. Uniform draws
+    with the variance of ``N(0, scale^2)`` (a uniform draw costs a ninth of a normal one)."""
 
-    rng = np.random.default_rng(seed)
-    params = {}
-    for key, shape in param_shapes(cfg).items():
-        fan_in = shape[-1] if len(shape) == 2 else cfg.emb_dim
-        scale = 1.0 if key.endswith(("emb.weight",)) else 1.0 / np.sqrt(fan_in)
-        x = rng.standard_normal(shape) * scale
+    def __init__(self, cfg: GPTConfig, seed: int) -> None:
+        from npgpt.params import param_shapes
+
+        self.cfg, self.seed = cfg, seed
+        self.shapes = param_shapes(cfg)
+        self.index = {key: i for i, key in enumerate(self.shapes)}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        shape = self.shapes[key]
+        rng = np.random.default_rng((self.seed, self.index[key]))
+        x = rng.random(shape)  # U[0, 1): mean 1/2, variance 1/12
+        x -= 0.5
         if key.endswith(".scale"):
-            x = 1.0 + 0.2 * rng.standard_normal(shape)
+            spread, centre = 0.2, 1.0
         elif key.endswith((".shift", ".bias")):
-            x = 0.1 * rng.standard_normal(shape)
-        params[key] = x.astype(dtype)
-    return params
+            spread, centre = 0.1, 0.0
+        else:
+            fan_in = shape[-1] if len(shape) == 2 else self.cfg.emb_dim
+            spread, centre = 1.0 if key.endswith("emb.weight") else 1.0 / np.sqrt(fan_in), 0.0
+        x *= spread * np.sqrt(12.0)  # standard deviation ``spread``
+        x += centre
+        return x
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def random_params(cfg: GPTConfig, seed: int, dtype: np.dtype = np.float64) -> dict[str, np.ndarray]:
+    """``RandomWeights`` made all at once, in ``dtype``."""
+    return {k: v.astype(dtype, copy=False) for k, v in RandomWeights(cfg, seed).items()}
 
 
 class Spill(Mapping[str, np.ndarray]):

@@ -7,10 +7,12 @@ import contextlib
 import ctypes
 import dataclasses
 import json
+import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from npgpt.files import atomic_write
 from npgpt.validate import check_values
 from parity.bugs import CATALOG
 from parity.cli.runs import DefaultsHelp, Runner
-from parity.engine import Report, Spill, draw_ids, random_params, run_check
+from parity.engine import RandomWeights, Report, Spill, draw_ids, run_check
 
 
 def _return_freed_memory_to_the_system() -> None:
@@ -32,6 +34,14 @@ def _return_freed_memory_to_the_system() -> None:
     libraries: nothing to do."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)  # -3: M_MMAP_THRESHOLD
+
+
+def _torch_huge_pages() -> None:
+    """NumPy asks the kernel for transparent huge pages on its large arrays; torch's CPU allocator
+    does so only when THP_MEM_ALLOC_ENABLE is set before its first allocation. Without it, every
+    fresh gradient and AdamW moment of GPT-2 small is faulted in 4 KB pages (~7 s of the default
+    check on the 2-core dev machine, the same peak memory). A user's own setting wins."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
@@ -124,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.inject_bug and args.impl != "torchgpt":
         raise NpgptError(f"--inject-bug checks npgpt with the mistake against npgpt; drop --impl {args.impl}")
     _return_freed_memory_to_the_system()
+    _torch_huge_pages()
     if args.json:  # found unwritable before the comparison, not after it
         check_report_path(args.json)
     try:
@@ -142,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"weights {args.weights}"
     else:
         cfg = GPTConfig.preset(args.config, qkv_bias=True)  # OpenAI's GPT-2 has biases on q, k, v
-        params = random_params(cfg, args.seed)
+        params = None  # made tensor by tensor, each time an implementation loads them
         source = f"random weights, seed {args.seed}"
     if args.seq_len > cfg.context_length:
         raise NpgptError(f"--seq-len {args.seq_len} exceeds context_length={cfg.context_length}")
@@ -161,9 +172,12 @@ def run(args: argparse.Namespace) -> int:
     )
     reports: list[Report] = []
     with tempfile.TemporaryDirectory(prefix="npgpt-weights-") as tmp:
-        spilled = Spill(tmp)  # the source weights wait on disk, not as a third copy in memory
-        for key in list(params):
-            spilled.put(key, params.pop(key))
+        if params is None:
+            weights: Mapping[str, np.ndarray] = RandomWeights(cfg, args.seed)
+        else:
+            weights = spilled = Spill(tmp)  # a file's weights wait on disk, not as a third copy in memory
+            for key in list(params):
+                spilled.put(key, params.pop(key))
         for dtype in dtypes:
             t0 = time.perf_counter()
 
@@ -173,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
             reference = NumpyImpl(tied=getattr(target, "tied", False))
             report = run_check(
-                target, reference, cfg, spilled, ids, targets, dtype, args.steps, args.seed, progress=progress
+                target, reference, cfg, weights, ids, targets, dtype, args.steps, args.seed, progress=progress
             )
             reports.append(report)
             print_report(report, dtype, time.perf_counter() - t0, args.quiet)
