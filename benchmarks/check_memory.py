@@ -3,7 +3,11 @@ small's shape, float64, 10 AdamW steps), run as a user runs it: a child process,
 outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md};
 ``--demo`` measures ``npgpt demo`` (into a temporary --out) instead: demo-memory-<cpu>.*.
 
-    python -m benchmarks.check_memory [--impl hf | --demo]
+    python -m benchmarks.check_memory [--impl hf | --demo] [--phases]
+
+``--phases`` also runs the main job once more under cProfile and writes where its time goes
+(check-phases-<cpu>.{json,md}): each implementation's gradients and optimizer steps, loading the
+weights, the spill to disk and the reading back, the comparison.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -25,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.check_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default=None, help="also pass --impl (default: the main job, torchgpt)")
     parser.add_argument("--demo", action="store_true", help="measure `npgpt demo` instead of check")
+    parser.add_argument("--phases", action="store_true", help="also profile the main job by phase (cProfile)")
     args = parser.parse_args(argv)
     extra = ["--impl", args.impl] if args.impl else []
     command = ["demo"] if args.demo else ["check", "--quiet", *extra]
@@ -59,7 +65,62 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(stem.with_suffix(".md").read_text())
+    if args.phases and not args.demo:
+        phases(command, m, Path("benchmarks/results") / f"check-phases{impl}-{vendor}-{os.cpu_count()}core")
     return done.returncode
+
+
+def _phase_functions() -> list[tuple[str, object]]:
+    """(label, function): summed cumulative time; the functions do not nest in each other."""
+    from parity.adapters import NumpyImpl
+    from parity.engine import Spill
+    from parity.tolerances import compare
+    from parity.torch_module import TorchModuleImpl
+
+    return [
+        ("npgpt: loss and gradients (11 calls)", NumpyImpl.loss_and_grads),
+        ("npgpt: AdamW and clipping (10 steps)", NumpyImpl.optimizer_step),
+        ("npgpt: loading the weights", NumpyImpl.load),
+        ("torch: loss and gradients (11 calls)", TorchModuleImpl.loss_and_grads),
+        ("torch: AdamW and clipping (10 steps)", TorchModuleImpl.optimizer_step),
+        ("torch: loading the weights", TorchModuleImpl.load),
+        ("spill to disk (the reference's tensors)", Spill.put),
+        ("reading the spill back", Spill.__getitem__),
+        ("comparison (903 tensors)", compare),
+    ]
+
+
+def phases(command: list[str], m: dict, stem: Path) -> None:
+    """The main job once more under cProfile, its time summed by phase."""
+    with tempfile.TemporaryDirectory(prefix="npgpt-phases-") as tmp:
+        prof = Path(tmp) / "check.prof"
+        t0 = time.perf_counter()
+        run = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "parity.cli", *command]
+        subprocess.run(run, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        stats = pstats.Stats(str(prof)).stats  # (file, line, function) -> (cc, nc, tottime, cumtime, callers)
+    total = max(v[3] for (_, _, fn), v in stats.items() if fn == "run_check")
+    rows = []
+    for label, function in _phase_functions():
+        where = (function.__code__.co_filename, function.__code__.co_firstlineno)
+        rows.append((label, sum(v[3] for (f, line, _), v in stats.items() if (f, line) == where)))
+    rows.append(("the rest (forward, generation, data rows, ...)", total - sum(s for _, s in rows)))
+    result = {
+        "command": " ".join(["npgpt", *command]),
+        "wall_s_profiled": wall,
+        "run_check_s": total,
+        "phases_s": dict(rows),
+        "machine": m,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    table = "\n".join(f"| {label} | {s:.1f} s | {100 * s / total:.0f}% |" for label, s in rows)
+    stem.with_suffix(".md").write_text(
+        f"# Where `{result['command']}` spends its time — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
+        f"Under cProfile (which adds a little): {total:.1f} s comparing, {wall:.0f} s wall with the imports.\n\n"
+        f"| phase | time | share |\n|---|---|---|\n{table}\n"
+    )
+    print(stem.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ _SIZES: dict[str, dict[str, int]] = {
     "gpt2-large (774M)": {"emb_dim": 1280, "n_layers": 36, "n_heads": 20},
     "gpt2-xl (1558M)": {"emb_dim": 1600, "n_layers": 48, "n_heads": 25},
 }
-# A model small enough for demos and tests: same tokenizer and vocabulary, trains in seconds.
-_TINY = {"emb_dim": 64, "n_layers": 2, "n_heads": 4, "context_length": 64}
+# A model small enough for demos and tests, trains in seconds. Its vocabulary is GPT-2's tokenizer
+# cut to its first 255 merges (npgpt.tokenizer.get_tokenizer(512)): at 50,257 the two vocabulary
+# tables would be 98% of its parameters and most of its time.
+_TINY = {"emb_dim": 64, "n_layers": 2, "n_heads": 4, "context_length": 64, "vocab_size": 512}
 _ALIASES = {
     "gpt2-small": "gpt2-small (124M)",
     "124M": "gpt2-small (124M)",

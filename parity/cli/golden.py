@@ -20,7 +20,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     w.add_argument("--batch-size", type=int, default=2)
     w.add_argument("--seq-len", type=int, default=16)
     w.add_argument(
-        "--vocab-size", type=int, default=None, help="override the preset's 50257 (512: a 15 MB tiny bundle)"
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="override the preset's vocabulary (gpt2-small: 50257; tiny: 512, a 15 MB bundle)",
     )
     v = verbs.add_parser("verify", help="compare an implementation's outputs with a bundle (exit 1 on mismatch)", **fmt)
     v.add_argument("dir", help="the bundle")

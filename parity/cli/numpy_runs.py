@@ -16,13 +16,14 @@ from npgpt.files import check_output_dir
 from npgpt.generate import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW
-from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
+from npgpt.tokenizer import get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
 from npgpt.train import TrainState, load_training, train_model
 from npgpt.validate import check_values
 from parity.cli.runs import (
     RUN_FLAGS,
     apply_saved_run_flags,
     check_generate_args,
+    config_overrides,
     finish_run,
     stop_on_signals,
     text_sha256,
@@ -36,7 +37,6 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = out / CHECKPOINT
     text = read_text(args.text) if args.text else embedded_text()
-    tokenizer = get_tokenizer()
     if args.resume:
         model, optimizer, state, meta = load_training(ckpt)
         if meta.get("text_sha256") != text_sha256(text):
@@ -46,12 +46,13 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         if ckpt.exists():
             raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
-        cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
+        cfg = GPTConfig.preset(args.config, **config_overrides(args))
         model = GPTModel(cfg, seed=args.seed, dtype=np.dtype(args.dtype))
         optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
         state = TrainState()
     model.attention = "blocked" if args.attention == "blocked" else "plain"  # the same math, chosen per call
     cfg = model.cfg
+    tokenizer = get_tokenizer(cfg.vocab_size)  # GPT-2's, or its first merges for a small vocabulary
     check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
     train_text, val_text = train_val_split(text)
     T = cfg.context_length
@@ -112,7 +113,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if bad:
         raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
     model = GPTModel(cfg, params=params).eval()
-    tokenizer = get_tokenizer()
+    tokenizer = get_tokenizer(cfg.vocab_size)
     ids = text_to_token_ids(args.prompt, tokenizer)
     out = generate(
         model,
@@ -122,7 +123,7 @@ def run_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        eos_id=None if args.no_eos else EOT_ID,
+        eos_id=None if args.no_eos else tokenizer.eot_token,
         rng=np.random.default_rng(args.seed),
         use_cache=not args.no_cache,
     )

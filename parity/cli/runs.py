@@ -24,6 +24,7 @@ Runner = Callable[[argparse.Namespace], int]
 # Flags whose values define a run; a resumed run takes them from its checkpoint.
 RUN_FLAGS = [
     "config",
+    "vocab_size",
     "context_length",
     "drop_rate",
     "dtype",
@@ -129,6 +130,12 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """What train and demo change in the preset named by --config."""
+    vocab = {} if getattr(args, "vocab_size", None) is None else {"vocab_size": args.vocab_size}
+    return {"context_length": args.context_length, "drop_rate": args.drop_rate, **vocab}
 
 
 def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt: Path) -> None:

@@ -16,13 +16,14 @@ from npgpt.config import GPTConfig
 from npgpt.data import embedded_text, train_val_split
 from npgpt.errors import NpgptError, diverged
 from npgpt.files import check_output_dir
-from npgpt.tokenizer import EOT_ID, get_tokenizer, read_text
+from npgpt.tokenizer import get_tokenizer, read_text
 from npgpt.validate import check_values
 from parity.cli import torch_flags
 from parity.cli.runs import (
     RUN_FLAGS,
     apply_saved_run_flags,
     check_generate_args,
+    config_overrides,
     finish_run,
     stop_on_signals,
     text_sha256,
@@ -49,7 +50,7 @@ def _loaders(
         )
     train_text, val_text = train_val_split(text)
     T = cfg.context_length
-    tok = get_tokenizer()
+    tok = get_tokenizer(cfg.vocab_size)
     train_set = GPTDatasetV1(train_text, tok, T, T)
     # The sampler's order is a function of (seed, epoch) only: the same with 1 or N processes
     # (each rank takes every N-th index) and after a resume.
@@ -86,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
         apply_saved_run_flags(args, state["args"], ckpt)
     elif ckpt.exists():
         raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
-    cfg = GPTConfig.preset(args.config, context_length=args.context_length, drop_rate=args.drop_rate)
+    cfg = GPTConfig.preset(args.config, **config_overrides(args))
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     speed = {k: getattr(args, k, None) for k in torch_flags.NAMES}
     accum = speed["grad_accum"] or 1
@@ -157,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
             args.eval_freq,
             args.eval_iter,
             args.start_context,
-            get_tokenizer(),
+            get_tokenizer(cfg.vocab_size),
             args.warmup_steps,
             args.initial_lr,
             args.min_lr,
@@ -199,7 +200,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if bad:
         raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
     model.to(device).eval()
-    tokenizer = get_tokenizer()
+    tokenizer = get_tokenizer(cfg.vocab_size)
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -211,7 +212,7 @@ def run_generate(args: argparse.Namespace) -> int:
         cfg.context_length,
         temperature=args.temperature,
         top_k=args.top_k,
-        eos_id=None if args.no_eos else EOT_ID,
+        eos_id=None if args.no_eos else tokenizer.eot_token,
         top_p=args.top_p,
         use_cache=not args.no_cache,
         generator=generator,

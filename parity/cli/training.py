@@ -23,6 +23,12 @@ def _add_train_args(
         "--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny (default %(default)s)"
     )
     p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="vocabulary: GPT-2's BPE cut to its first merges below 50257 (default: the config's; tiny: 512)",
+    )
+    p.add_argument(
         "--context-length",
         type=int,
         default=context_length,
@@ -61,9 +67,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
     )
     demo = sub.add_parser(
-        "demo", help="train a tiny model on the embedded story (about 20 s on two CPU cores), then generate", **fmt
+        "demo", help="train a tiny model on the embedded story (a few seconds on two CPU cores), then generate", **fmt
     )
-    _add_train_args(demo, config="tiny", context_length=32, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
+    # tiny's 512-token vocabulary spends about two characters a token: its whole context of 64
+    _add_train_args(demo, config="tiny", context_length=64, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
     gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
     gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
     gen.add_argument("--prompt", default="Every effort moves you")
@@ -134,7 +141,7 @@ def run_demo(args: argparse.Namespace) -> int:
     gen_args = argparse.Namespace(
         checkpoint=str(out / runners.CHECKPOINT),
         prompt=args.start_context,
-        max_new_tokens=50,
+        max_new_tokens=args.sample_tokens,
         temperature=0.0,
         top_k=None,
         top_p=None,

@@ -21,6 +21,36 @@ def test_book_examples():
     assert 50256 in tok.encode(text, allowed_special={"<|endoftext|>"})
 
 
+@pytest.mark.parametrize("vocab_size", [257, 512, 4096, 50257, 50304])
+def test_a_smaller_vocabulary_is_gpt2s_first_merges(vocab_size):
+    full, tok = get_tokenizer(), get_tokenizer(vocab_size)
+    text = "The lighthouse keeper's 112 steps: naïve café, 日本語 <|endoftext|> and tabs\t\n"
+    ids = tok.encode(text, allowed_special={"<|endoftext|>"})
+    assert tok.decode(ids) == text  # every text still spells out (the 256 byte tokens)
+    eot = min(vocab_size, 50257) - 1
+    assert tok.eot_token == eot and ids.count(eot) == 1 and max(ids) == eot
+    assert tok.n_vocab == min(vocab_size, 50257)
+    # each kept token is GPT-2's own id for the same bytes, and a kept token splits only into kept ones
+    assert all(full.encode_single_token(tok.decode_single_token_bytes(i)) == i for i in set(ids) - {eot})
+    if vocab_size < 50257:
+        assert len(ids) > len(full.encode(text, allowed_special={"<|endoftext|>"}))  # fewer merges, more tokens
+
+
+def test_the_tiny_config_has_a_small_vocabulary_its_tokenizer_fits():
+    from npgpt import GPTConfig
+
+    cfg = GPTConfig.preset("tiny")
+    assert cfg.vocab_size == 512
+    ids = get_tokenizer(cfg.vocab_size).encode("Every effort moves you, every day.")
+    assert max(ids) < cfg.vocab_size
+
+
+@pytest.mark.parametrize("bad", [256, 0, -3, 2.5, True])
+def test_a_vocabulary_too_small_for_the_bytes_is_refused(bad):
+    with pytest.raises(NpgptError, match="cannot hold GPT-2's 256 byte tokens"):
+        get_tokenizer(bad)
+
+
 def test_the_verdict(verdict_text):
     assert len(verdict_text) == 20479
     assert len(get_tokenizer().encode(verdict_text)) == 5145
