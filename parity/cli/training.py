@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from npgpt.errors import NpgptError
+from npgpt.validate import check_values
 from parity.cli import torch_flags
 from parity.cli.runs import DefaultsHelp, Runner
 
@@ -121,6 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     The demo owns its output directory: a marker file says so, and a second demo replaces the
     first's files (never a directory the demo did not make). It saves one checkpoint, at the end."""
+    check_values(vars(args))  # a bad value is refused before the earlier demo's files are replaced
     runners = _runners(args)
     if args.out == DEFAULT_OUT:
         args.out = "runs/demo"

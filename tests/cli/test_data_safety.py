@@ -297,3 +297,13 @@ def test_wrong_kinds_of_checkpoint_are_named_for_what_they_are(tmp_path, monkeyp
     assert main(["generate", *IMPLS["torch"], "--checkpoint", "pickled.pth"]) == 2
     err = capsys.readouterr().err
     assert "needs pickle to load" in err and "refused for safety" in err and err.count("\n") == 1
+
+
+def test_a_demo_with_a_bad_value_keeps_the_earlier_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--epochs", "1", "--sample-tokens", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "demo").iterdir()}
+    capsys.readouterr()
+    assert main(["demo", "--vocab-size", "0"]) == 2
+    assert "--vocab-size 0: must be an integer >= 1" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "demo").iterdir()} == before
