@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	# the book's own code as a package, for check-book's corpus tests (its metadata pins an old NumPy)
+	$(PY) -m pip install -q --no-deps -c constraints.txt llms-from-scratch
 	touch $@
 
 check: install

@@ -91,6 +91,17 @@ def get_tokenizer(vocab_size: int = GPT2_VOCAB) -> tiktoken.Encoding:
     )
 
 
+def serve_gpt2_offline() -> None:
+    """Make ``tiktoken.get_encoding("gpt2")`` (and ``encoding_for_model("gpt2")``) return this
+    module's offline tokenizer in this process, so code written for the book, which calls tiktoken
+    itself, runs with no network. The two are the same encoding (the files' hashes are tiktoken's);
+    an encoding tiktoken has already loaded is left as it is."""
+    import tiktoken.registry
+
+    with tiktoken.registry._lock:
+        tiktoken.registry.ENCODINGS.setdefault("gpt2", get_tokenizer())
+
+
 def text_to_token_ids(text: str, tokenizer: tiktoken.Encoding) -> np.ndarray:
     """The book's helper: text -> (1, T) int64 ids (``<|endoftext|>`` allowed)."""
     return np.array([tokenizer.encode(text, allowed_special={ENDOFTEXT})], dtype=np.int64)

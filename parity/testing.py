@@ -66,7 +66,8 @@ def check_path(path: str | Path, only: Iterable[str] | None = None, *, examples:
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        findings, problems = check_book(path, None if only is None else [book_name(n) for n in only], DTYPES, examples)
+        findings, reader = check_book(path, None if only is None else [book_name(n) for n in only], DTYPES, examples)
+    problems = reader.problems
     failed = [f for f in findings if f.failed]
     if problems or failed or all(f.status == "not found" for f in findings):
         lines = [*problems, *(line for f in failed for line in f.lines())] or [f"no book names found in {path}"]

@@ -12,9 +12,10 @@ reported in LayerNorm, not again in every class that uses it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib.util
-import sys
+import inspect
+import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from npgpt.errors import NpgptError
+from parity.book import reader, targets
 from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
@@ -61,51 +63,109 @@ class Finding:
 # -- the reader's code ---------------------------------------------------------------------------
 
 
-def load_reader(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """The book's names defined in a file, or in the .py files of a directory (first found wins),
-    and one line per file that could not be imported."""
+@dataclasses.dataclass
+class Reader:
+    """The book's names found in the reader's code, and what loading it said."""
+
+    found: dict[str, Any] = dataclasses.field(default_factory=dict)  # book name -> the reader's object
+    renamed: dict[str, str] = dataclasses.field(default_factory=dict)  # book name -> the reader's near-miss name
+    problems: list[str] = dataclasses.field(default_factory=list)  # files or statements that did not load
+    notes: list[str] = dataclasses.field(default_factory=list)  # what was not run
+    files: int = 0
+
+
+SKIP_DIRS = {"__pycache__", "site-packages", "node_modules"}
+
+
+def reader_files(path: Path) -> list[Path]:
+    """The .py files and notebooks of a folder (tests, hidden folders and environments left out)."""
+    out = []
+    for p in sorted(path.rglob("*")):
+        parts = p.relative_to(path).parts
+        if any(part.startswith(".") or part in SKIP_DIRS for part in parts) or "test" in p.name:
+            continue
+        if p.suffix in (".py", ".ipynb") and p.is_file() and not p.name.endswith("-checkpoint.ipynb"):
+            out.append(p)
+    return out
+
+
+def load_reader(path: str | Path) -> Reader:
+    """The book's names defined in a file or notebook, or in those of a folder (first found wins),
+    loaded definitions-only (parity/book/reader.py)."""
+    from npgpt.tokenizer import serve_gpt2_offline
+
     path = Path(path)
     if not path.exists():
-        raise NpgptError(f"{path} does not exist; give your chapter's .py file or the folder of your code")
-    files = sorted(p for p in path.rglob("*.py") if "test" not in p.name) if path.is_dir() else [path]
+        raise NpgptError(f"{path} does not exist; give your chapter's .py file or notebook, or the folder of your code")
+    if path.is_file() and path.suffix not in (".py", ".ipynb"):
+        raise NpgptError(f"{path} is neither a .py file nor a .ipynb notebook; give one of those, or a folder")
+    files = reader_files(path) if path.is_dir() else [path]
     if not files:
-        raise NpgptError(f"{path} holds no .py files")
-    found: dict[str, Any] = {}
-    problems = []
+        raise NpgptError(f"{path} holds no .py files or notebooks")
+    serve_gpt2_offline()  # the reader's tiktoken.get_encoding("gpt2") works with no network
+    out = Reader(files=len(files))
     for file in files:
         try:
-            module = _import(file)
+            loaded = reader.load_file(file)
         except SyntaxError as exc:
-            problems.append(f"{file}: could not import: SyntaxError at line {exc.lineno}: {exc.msg}")
+            out.problems.append(f"{file}: could not be read: SyntaxError at line {exc.lineno}: {exc.msg}")
             continue
-        except Exception as exc:  # the reader's module-level code raised
-            problems.append(f"{file}: could not import: {type(exc).__name__}: {_first_line(exc)}")
+        except (OSError, UnicodeDecodeError) as exc:
+            out.problems.append(f"{file}: could not be read: {exc}")
             continue
+        out.problems += [f"{file}: {error}" for error in loaded.errors]
+        if loaded.summary():
+            out.notes.append(loaded.summary())
+        own = {
+            k: v
+            for k, v in vars(loaded.module).items()
+            if getattr(v, "__module__", None) == loaded.module.__name__ and callable(v)
+        }
         for name in TARGETS:
-            obj = module.__dict__.get(name)
-            if obj is not None and name not in found and getattr(obj, "__module__", None) == module.__name__:
-                found[name] = obj
-    return found, problems
+            if name in own and name not in out.found:
+                out.found[name] = own[name]
+        book_lower = {n.lower() for n in TARGETS}
+        for name in TARGETS:
+            fits = [k for k in own if k not in TARGETS and _kind_fits(name, own[k])]
+            near = [k for k in fits if k.lower() == name.lower()] or [
+                k for k in fits if k.lower() not in book_lower and _near_miss(k, name)
+            ]
+            if name not in out.found and len(near) == 1:
+                out.found[name], out.renamed[name] = own[near[0]], near[0]
+    return out
 
 
-def _import(file: Path) -> Any:
-    name = f"npgpt_book_{file.stem}_{abs(hash(str(file.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {file}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    folder = str(file.resolve().parent)
-    sys.path.insert(0, folder)  # the reader's sibling imports
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(folder)
-    return module
+def _kind_fits(book_name: str, obj: Any) -> bool:
+    """A class for a class of the book's, a function for a function."""
+    return inspect.isclass(obj) == (TARGETS[book_name].kind in ("module", "dataset"))
+
+
+def _near_miss(name: str, book_name: str) -> bool:
+    """``name`` is the book's name up to case, or (for names of five letters or more) up to one
+    typo: a letter added, dropped, changed, or two neighbours swapped (CasualAttention)."""
+    a, b = name.lower(), book_name.lower()
+    if a == b:
+        return True
+    if min(len(a), len(b)) < 5 or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        i, j = diff if len(diff) == 2 else (0, 0)
+        return j == i + 1 and (a[i], a[j]) == (b[j], b[i])  # two neighbours swapped
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def _cut(text: str, width: int = 160) -> str:
+    """``text`` up to ``width`` characters, cut at a word boundary."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " ..."
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+    return _cut((str(exc).strip().splitlines() or [""])[0], 200)
 
 
 # -- one case ----------------------------------------------------------------------------------
@@ -222,6 +282,15 @@ def _get(module: Any, path: str) -> Any:
     return module
 
 
+def _extra_parameters(module: Any) -> list[str]:
+    """The parameters of a sub-module's forward beyond the book's single input."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        return []
+    return [p.name for p in params[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def substitutions(target: Target) -> Callable[[Any, Case], Any]:
     """A function that gives the reader's object with its book sub-parts replaced by the
     reference's: a module's sub-modules (same names, so the book's weights load into them), or
@@ -234,7 +303,15 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
                 container = _get(module, path.split(".{i}")[0])
                 paths = [path.format(i=i) for i in range(len(container))] if container is not None else []
             for p in paths:
-                if _get(module, p) is None:
+                own = _get(module, p)
+                if own is None:
+                    continue
+                extra = _extra_parameters(own)
+                if extra:  # a KV cache's forward(x, use_cache, start_pos, ...): the book's cannot stand in
+                    targets._NOTES.append(
+                        f"(checked with your own {path}: its forward takes {', '.join(extra)} beyond x, which the "
+                        f"book's {book_name} does not; your {type(own).__name__} has its own line)"
+                    )
                     continue
                 parent, _, leaf = p.rpartition(".")
                 setattr(_get(module, parent) if parent else module, leaf, _reference_class(book_name, case))
@@ -260,7 +337,7 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
 # -- the search ---------------------------------------------------------------------------------
 
 
-def cases(target: Target, dtype: str):
+def cases(target: Target, dtype: str, one_row: bool = False):
     """The cases drawn for ``target``. In float32, emb_dim >= 4: over C <= 2 LayerNorm's output
     does not depend on its input, and every gradient below it is round-off, in any correct
     implementation (docs/conventions.md); float64 covers the small widths."""
@@ -274,10 +351,14 @@ def cases(target: Target, dtype: str):
         Case, B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4),
         seed=st.integers(0, 2**16),
     )  # fmt: skip
+    if one_row:
+        drawn = drawn.map(lambda c: dataclasses.replace(c, B=1))
     return drawn.filter(lambda c: c.C >= 4) if dtype == "float32" else drawn
 
 
-def smallest_failure(target: Target, obj: Any, dtype: str, subs, max_examples: int) -> Case | None:
+def smallest_failure(
+    target: Target, obj: Any, dtype: str, subs, max_examples: int, one_row: bool = False
+) -> Case | None:
     """The smallest case Hypothesis finds on which the reader's object fails, or None."""
     from hypothesis import HealthCheck, Phase, find, settings
     from hypothesis.errors import NoSuchExample
@@ -287,7 +368,8 @@ def smallest_failure(target: Target, obj: Any, dtype: str, subs, max_examples: i
         derandomize=True, suppress_health_check=list(HealthCheck),  # the same report on every run
     )  # fmt: skip
     try:
-        return find(cases(target, dtype), lambda c: not attempt(target, obj, c, dtype, subs).ok, settings=quiet)
+        failing = lambda c: not attempt(target, obj, c, dtype, subs).ok  # noqa: E731
+        return find(cases(target, dtype, one_row), failing, settings=quiet)
     except NoSuchExample:
         return None
 
@@ -327,16 +409,19 @@ def matching_mistakes(target: Target, case: Case, dtype: str, result: Attempt) -
     return found
 
 
-def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt) -> str:
+def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt, typical: Case = TYPICAL) -> str:
     """One line naming the mistake, from the smallest failing case, or from the typical case when
     the smallest one cannot tell mistakes apart (at T = 2, one visible future token is no mask)."""
+    for phrase, advice in KNOWN_ERRORS.items():
+        if phrase in result.error:
+            return advice
     found = matching_mistakes(target, case, dtype, result)
     seen_on = ""
-    if len(found) != 1 and case != TYPICAL:
-        typical = attempt(target, obj, TYPICAL, dtype, subs)
-        wider = matching_mistakes(target, TYPICAL, dtype, typical) if not typical.ok else []
+    if len(found) != 1 and case != typical:
+        wide = attempt(target, obj, typical, dtype, subs)
+        wider = matching_mistakes(target, typical, dtype, wide) if not wide.ok else []
         if wider and (not found or len(wider) < len(found)):
-            found, seen_on = wider, f"; seen on {TYPICAL}"
+            found, seen_on = wider, f"; seen on {typical}"
     if not found:
         return ""
     verb = "shows" if result.error else "matches the reference with"
@@ -350,35 +435,80 @@ def _forward(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in outputs.items() if not k.startswith("grad ")}
 
 
+# what a PASS compared, by kind of name
+COMPARED = {
+    "GPTDatasetV1": "input and target windows match",
+    "create_dataloader_v1": "batches (inputs, targets, batch sizes) match",
+    "generate_text_simple": "generated tokens match",
+    "generate": "greedy tokens and top-k sampling probabilities match",
+    "calc_loss_batch": "loss and gradients match",
+    "calc_loss_loader": "losses match",
+}
+# listing 2.5 as printed encodes with tokenizer.encode(txt), which raises on "<|endoftext|>"; the
+# book's repository (and section 2.5's own example) passes allowed_special
+SPECIAL = "disallowed special token"
+SPECIAL_NOTE = (
+    "(checked on text without <|endoftext|>: on text with a document break your tokenizer call raises, as "
+    'listing 2.5\'s tokenizer.encode(txt) does; pass allowed_special={"<|endoftext|>"} to encode such text, '
+    "as the book's repository does)"
+)
+# errors of the reader's code whose cause is known, with the book's fix
+KNOWN_ERRORS = {
+    SPECIAL: "the text holds <|endoftext|> and your tokenizer call refuses it; encode with "
+    'tokenizer.encode(txt, allowed_special={"<|endoftext|>"})',
+}
+# the book's own generate (listing 5.4): min_val = top_logits[:, -1] has shape (B,), which does not
+# broadcast against logits (B, V) when B > 1; the book only ever calls it with one row
+BOOK_TOP_K = "must match the size of tensor b"
+BOOK_TOP_K_NOTE = (
+    "(checked at batch size 1: with top_k and a batch of more than one row it raises, as the book's own "
+    "generate does: min_val = top_logits[:, -1] has shape (B,), not (B, 1). The book only calls it with one "
+    "row; for batches write min_val = top_logits[:, -1:] or top_logits[:, [-1]])"
+)
+
+
 def check_target(
     target: Target, obj: Any, source: str, dtypes: Iterable[str], max_examples: int, example: Case | None
 ) -> Finding:
     subs = substitutions(target) if target.swaps else None
+    dtypes = list(dtypes)
+    notes: list[str] = []
+    typical, one_row = example or TYPICAL, False
+    targets.drain_notes()  # none left from the name before
+    probe = attempt(target, obj, typical, dtypes[0], subs)
+    if target.kind != "module" and SPECIAL in probe.error:
+        targets.DOCUMENT_BREAK = False  # the rest of this name's check runs on the story alone
+        notes.append(SPECIAL_NOTE)
+    if target.name == "generate" and BOOK_TOP_K in probe.error and typical.B > 1:
+        one_row, typical = True, dataclasses.replace(typical, B=1)
+        notes.append(BOOK_TOP_K_NOTE)
     for dtype in dtypes:
-        first = attempt(target, obj, example or TYPICAL, dtype, subs)
+        first = attempt(target, obj, typical, dtype, subs)
         if first.construct_error:
-            return Finding(target.name, "could not construct", first.construct_error)
-        case = example if example is not None else smallest_failure(target, obj, dtype, subs, max_examples)
+            return Finding(target.name, "could not construct", first.construct_error, notes=notes)
+        case = example if example is not None else smallest_failure(target, obj, dtype, subs, max_examples, one_row)
         if case is None or (example is not None and first.ok):
             continue
         result = attempt(target, obj, case, dtype, subs)
         if result.construct_error:
-            return Finding(target.name, "could not construct", result.construct_error, case, dtype)
+            return Finding(target.name, "could not construct", result.construct_error, case, dtype, notes=notes)
         detail = result.error or _worst(result.rows)
         command = f"npgpt check-book {source} --only {target.name} --example {case} --dtype {dtype}"
-        finding = Finding(target.name, "FAIL", detail, case, dtype, command=command, rows=result.rows)
-        finding.diagnosis = diagnose(target, obj, case, dtype, subs, result)
+        finding = Finding(target.name, "FAIL", detail, case, dtype, command=command, rows=result.rows, notes=notes)
+        finding.diagnosis = diagnose(target, obj, case, dtype, subs, result, typical)
+        finding.notes += targets.drain_notes()
         return finding
-    finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: outputs and gradients match")
+    compared = COMPARED.get(target.name, "outputs and gradients match")
+    finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: {compared}", notes=notes + targets.drain_notes())
     if "float64" in dtypes and target.tier != "exact":
-        loose = attempt(target, obj, example or TYPICAL, "float64", subs, strict=True)
+        loose = attempt(target, obj, typical, "float64", subs, strict=True)
         if not loose.ok and not loose.error:
             finding.notes.append(
                 f"(float64: within check-book's 1e-7 but not the reference's strict tier: {_worst(loose.rows)}; "
                 "a constant built in float32, like the book's torch.tensor(2.0 / torch.pi), does this)"
             )
     if subs is not None:
-        own = attempt(target, obj, example or TYPICAL, next(iter(dtypes)), None)
+        own = attempt(target, obj, typical, dtypes[0], None)
         swapped = [p if p != "global" else name for p, name in target.swaps]
         if not own.ok:
             finding.notes.append(
@@ -387,6 +517,7 @@ def check_target(
             )
         else:
             finding.notes.append(f"(also passes with your own {', '.join(swapped)})")
+    targets.drain_notes()
     return finding
 
 
@@ -453,21 +584,37 @@ def check_book(
     max_examples: int = 30,
     example: Case | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[Finding], list[str]]:
-    """(one finding per book name asked for, the import problems)."""
-    found, problems = load_reader(path)
+) -> tuple[list[Finding], Reader]:
+    """(one finding per book name asked for, what loading the reader's code found and said)."""
     names = list(TARGETS) if not only else list(only)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         raise NpgptError(f"--only {', '.join(unknown)}: not a name check-book knows; it knows {', '.join(TARGETS)}")
+    loaded = load_reader(path)
+    found = loaded.found
     findings = []
     dtypes = list(dtypes)
-    for name in names:
-        if name not in found:
-            findings.append(Finding(name, "not found"))
-            continue
-        if progress:
-            progress(f"checking {name}")
-        findings.append(check_target(TARGETS[name], found[name], str(path), dtypes, max_examples, example))
-    findings += equalities({n: found[n] for n in names if n in found})  # chapter 3's, among the names asked for
-    return findings, problems
+    targets.READER_MODEL = found.get("GPTModel")  # for the functions that need the reader's own model's methods
+    try:
+        for name in names:
+            if name not in found:
+                findings.append(Finding(name, "not found"))
+                continue
+            if progress:
+                progress(f"checking {name}")
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):  # the reader's prints would flood the report
+                try:
+                    finding = check_target(TARGETS[name], found[name], str(path), dtypes, max_examples, example)
+                finally:
+                    targets.DOCUMENT_BREAK = True
+            if name in loaded.renamed:
+                finding.notes.insert(0, f"(your {loaded.renamed[name]}, checked as the book's {name})")
+            lines = printed.getvalue().splitlines()
+            if finding.failed and lines:
+                finding.notes.append(f"(your code printed {len(lines)} lines; the first: {_cut(lines[0])})")
+            findings.append(finding)
+        findings += equalities({n: found[n] for n in names if n in found})  # chapter 3's, among the names asked for
+    finally:
+        targets.READER_MODEL = None
+    return findings, loaded

@@ -135,6 +135,42 @@ def load_into(module: Any, weights: dict[str, np.ndarray], torch: Any, dtype: An
             if tuple(params[k].shape) != v.shape:
                 raise UnusableError(f"parameter {k!r} has shape {tuple(params[k].shape)}; the book's is {v.shape}")
             params[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))
+        _set_extras(module, {k: p for k, p in params.items() if k not in weights}, torch)
+
+
+def _set_extras(module: Any, extra: dict[str, Any], torch: Any) -> None:
+    """Parameters the book's class does not have: a square linear layer (the out_proj some
+    wrappers add) is set to the identity, so the rest is compared as the book's; any other is left
+    as the reader's code initialised it. Either way a note names them."""
+    layers: dict[str, dict[str, Any]] = {}
+    for k, p in extra.items():
+        prefix, _, leaf = k.rpartition(".")
+        layers.setdefault(prefix, {})[leaf] = p
+    identity, left = [], []
+    for prefix, found in layers.items():
+        w, b = found.get("weight"), found.get("bias")
+        if set(found) <= {"weight", "bias"} and w is not None and w.ndim == 2 and w.shape[0] == w.shape[1]:
+            w.copy_(torch.eye(w.shape[0], dtype=w.dtype))
+            if b is not None:
+                b.zero_()
+            identity.append(prefix)
+        else:
+            left += [f"{prefix}.{leaf}" if prefix else leaf for leaf in found]
+    name = type(module).__name__
+    if identity:
+        _NOTES.append(
+            f"(your {name} has {', '.join(identity)}, which the book's does not: compared with it set to the identity)"
+        )
+    if left:
+        _NOTES.append(f"(your {name} has parameters the book's does not, left as initialised: {', '.join(left[:6])})")
+
+
+def _output(out: Any, module: Any) -> Any:
+    """A module's output; of a KV cache's (output, new cache), the first."""
+    if isinstance(out, tuple) and out and hasattr(out[0], "shape"):
+        _NOTES.append(f"({type(module).__name__} returns {len(out)} values: the first, its output, is compared)")
+        return out[0]
+    return out
 
 
 def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_salt: int, case: Case, torch, dtype):
@@ -147,7 +183,7 @@ def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_
         xt.requires_grad_(True)
     for p in module.parameters():
         p.grad = None
-    out = module(xt)
+    out = _output(module(xt), module)
     dout = _x(case, _np(dtype, torch), dout_salt, tuple(out.shape))  # the reference draws the same
     (out * torch.from_numpy(dout)).sum().backward()
     params = dict(module.named_parameters())
@@ -187,7 +223,7 @@ def _module_target(
             setattr(obj, attribute, _replay_dropout(torch, keep))
             obj.train()
             with torch.no_grad():
-                got[TRAIN_OUTPUT] = obj(torch.from_numpy(x)).numpy()
+                got[TRAIN_OUTPUT] = _output(obj(torch.from_numpy(x)), obj).numpy()
         return got
 
     def reference(case, dtype):
@@ -427,14 +463,41 @@ GPT_MODEL = Target(
 # -- functions that drive a model: the reference model (torchgpt's) is passed to the reader's --------
 
 
-def reference_model(case: Case, torch: Any, dtype: Any) -> Any:
-    """torchgpt's GPTModel with the case's weights: the functions below are checked on a model
-    known to be right, so a failure is the function's."""
+def reference_model(case: Case, torch: Any, dtype: Any, cls: Any = None) -> Any:
+    """torchgpt's GPTModel (or ``cls``) with the case's weights: the functions below are checked on a
+    model known to be right, so a failure is the function's."""
     from torchgpt.model import GPTModel
 
-    model = GPTModel(case.book_cfg())
+    model = (cls or GPTModel)(case.book_cfg())
     load_into(model, _model_weights(case), torch, dtype)
     return model.eval()
+
+
+READER_MODEL: Any = None  # the reader's own GPTModel class, when check-book found one
+_NOTES: list[str] = []  # what a run had to do differently, for the finding (drain_notes)
+
+
+def drain_notes() -> list[str]:
+    """The notes the runs since the last call left, each once."""
+    notes = list(dict.fromkeys(_NOTES))
+    _NOTES.clear()
+    return notes
+
+
+def _on_a_model(call: Callable[[Any], Any], case: Case, torch: Any, dtype: Any) -> Any:
+    """``call(model)`` on torchgpt's model; when the reader's function uses a method only the
+    reader's own GPTModel has (a KV cache's ``reset_kv_cache``), on that model, same weights."""
+    try:
+        return call(reference_model(case, torch, dtype))
+    except AttributeError as exc:
+        if READER_MODEL is None or "object has no attribute" not in str(exc):
+            raise
+        method = str(exc).rsplit("attribute", 1)[-1].strip(" '\"")
+        _NOTES.append(
+            f"(run on your own GPTModel, loaded with the same weights: it calls {method}, which the book's "
+            "model does not have; a failure here can be the model's: see its line)"
+        )
+        return call(reference_model(case, torch, dtype, READER_MODEL))
 
 
 def _np_model(case: Case, dtype: np.dtype) -> Any:
@@ -448,8 +511,8 @@ def _context(case: Case) -> int:
 
 
 def _run_generate_simple(fn, case, torch, dtype):
-    model = reference_model(case, torch, dtype)
-    out = fn(model, torch.from_numpy(_ids(case, 6)), NEW_TOKENS, _context(case))
+    ids = torch.from_numpy(_ids(case, 6))
+    out = _on_a_model(lambda model: fn(model, ids, NEW_TOKENS, _context(case)), case, torch, dtype)
     return {"tokens": np.asarray(out)}
 
 
@@ -463,7 +526,10 @@ SAMPLING = (1.4, 3)  # (temperature, top_k): the filter is compared through the 
 
 
 def _run_generate(fn, case, torch, dtype):
-    model = reference_model(case, torch, dtype)
+    return _on_a_model(lambda model: _generate_on(fn, model, case, torch), case, torch, dtype)
+
+
+def _generate_on(fn, model, case, torch):
     idx = torch.from_numpy(_ids(case, 6))
     greedy = fn(
         model=model, idx=idx, max_new_tokens=NEW_TOKENS, context_size=_context(case), temperature=0.0, top_k=None
@@ -539,10 +605,19 @@ def _windows(case: Case) -> tuple[int, int, int]:
     return case.B, case.T, case.D
 
 
+DOCUMENT_BREAK = True  # check-book turns it off for a reader whose tokenizer call refuses the break
+
+
 def _text() -> str:
+    """The embedded story with a document break in it, as in the book's later data: a tokenizer
+    call without allowed_special={"<|endoftext|>"} raises on it."""
     from npgpt.data import embedded_text
 
-    return embedded_text()
+    story = embedded_text()
+    if not DOCUMENT_BREAK:
+        return story
+    middle = story.find(" ", len(story) // 2)
+    return f"{story[:middle]} <|endoftext|> {story[middle:]}"
 
 
 def _run_dataset(cls, case, torch, dtype):

@@ -26,7 +26,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         "cases drawn by Hypothesis (float64, then float32), shrinks a failure to the smallest case, and names "
         "the classic mistake it matches (npgpt bugs). Exits 1 if any check fails.",
     )
-    p.add_argument("path", help="your .py file, or a folder of them")
+    p.add_argument(
+        "path",
+        help="your .py file or .ipynb notebook, or a folder of them; only imports, definitions and constants run",
+    )
     p.add_argument(
         "--only",
         help="comma-separated book names, e.g. LayerNorm,MultiHeadAttention (chapter 3's equalities are checked when "
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
 
         from parity.book.check import check_book
-        from parity.book.targets import Case
+        from parity.book.targets import TARGETS, Case
     except ImportError as exc:
         if exc.name in ("torch", "hypothesis"):
             raise NpgptError(f"check-book needs {exc.name}; pip install 'npgpt[torch,test]'") from None
@@ -62,23 +65,39 @@ def run(args: argparse.Namespace) -> int:
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # the reader's degenerate cases (C = 1) warn; the report says it
-        findings, problems = check_book(
+        findings, reader = check_book(
             args.path, only, dtypes, args.examples, example, lambda m: print(f"  {m}", file=sys.stderr, flush=True)
         )
-    for line in problems:
+    for line in reader.notes:
         print(line)
-    if all(f.status == "not found" for f in findings):
+    for line in reader.problems:
+        print(f"not loaded: {line}")
+    checked = [f for f in findings if f.status != "not found"]
+    if not checked:
+        asked = f" ({args.only})" if only else ""
+        if reader.problems:
+            raise NpgptError(
+                f"{args.path}: nothing checked: none of the book's names{asked} was defined by what loaded "
+                "(see the lines above for what did not)"
+            )
         raise NpgptError(
-            f"{args.path}: none of the book's names {'(' + args.only + ') ' if only else ''}found"
-            f"{' (and it could not be imported)' if problems else ''}; name your classes as the book does"
+            f"{args.path}: none of the book's names{asked} found; check-book looks for the classes and functions "
+            f"the book defines, by its names ({', '.join(TARGETS)}) or one typo from them"
         )
     for finding in findings:
         print("\n".join(finding.lines()))
     failed = [f.name for f in findings if f.failed]
     passed = sum(f.status == "PASS" for f in findings)
-    print(f"\n{passed} passed, {len(failed)} failed, {sum(f.status == 'not found' for f in findings)} not found")
+    unread = f", {len(reader.problems)} statements or files not loaded" if reader.problems else ""
+    missing = sum(f.status == "not found" for f in findings)
+    print(f"\n{passed} passed, {len(failed)} failed, {missing} not found{unread}")
     if args.json:
-        payload = {"source": args.path, "findings": [dataclasses.asdict(f) for f in findings], "problems": problems}
+        payload = {
+            "source": args.path,
+            "findings": [dataclasses.asdict(f) for f in findings],
+            "problems": reader.problems,
+            "not_run": reader.notes,
+        }
         text = json.dumps(payload, indent=1, default=str).encode()
         atomic_write(args.json, lambda f: f.write(text))
-    return 1 if failed else 0
+    return 1 if failed or reader.problems else 0

@@ -56,7 +56,7 @@ def test_a_readers_repository_gets_the_fixture_from_the_installed_plugin(tmp_pat
 
 
 def test_the_plain_function_takes_snake_case_names_and_says_why_it_fails():
-    found, _ = load_reader(CORRECT)
+    found = load_reader(CORRECT).found
     assert_matches_reference(found["MultiHeadAttention"], "multi_head_attention", examples=5)
     with pytest.raises(AssertionError, match=r"LayerNorm\s+could not construct  LayerNorm\(6\) raised TypeError"):
         assert_matches_reference(found["GELU"], "layer_norm", examples=5)  # the wrong class for the name
