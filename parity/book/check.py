@@ -158,6 +158,11 @@ def _near_miss(name: str, book_name: str) -> bool:
     return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
+def _raised(exc: BaseException) -> str:
+    """What the reader's code raised; a check-book finding (the object cannot be run as the book's) as itself."""
+    return _first_line(exc) if isinstance(exc, UnusableError) else f"raised {type(exc).__name__}: {_first_line(exc)}"
+
+
 def _cut(text: str, width: int = 160) -> str:
     """``text`` up to ``width`` characters, cut at a word boundary."""
     text = " ".join(text.split())
@@ -237,7 +242,7 @@ def attempt(
     except UnusableError as exc:
         return Attempt([], error=str(exc))
     except Exception as exc:
-        return Attempt([], error=f"raised {type(exc).__name__}: {_first_line(exc)}")
+        return Attempt([], error=_raised(exc))
     return Attempt(compare_outputs(target, got, ref, dtype, strict), got=got, ref=ref)
 
 
@@ -376,7 +381,9 @@ def smallest_failure(
 
 def _worst(rows: list[Comparison]) -> str:
     bad = [r for r in rows if not r.ok]
-    row = max(bad, key=lambda r: (np.isinf(r.max_abs), np.isnan(r.max_abs), r.max_rel))
+    forward = [r for r in bad if not r.name.startswith("grad ")]
+    # a wrong output is the headline: the gradients below it differ because it does
+    row = max(forward or bad, key=lambda r: (np.isinf(r.max_abs), np.isnan(r.max_abs), r.max_rel))
     if np.isinf(row.max_abs):
         return f"{row.name}: shape or dtype differs from the reference's {row.shape}"
     if np.isnan(row.max_abs):
@@ -544,7 +551,7 @@ def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
                 _equality("SelfAttention_v1 == _v2", "after the book's weight transfer (v1 = v2.weight.T)", rows)
             )
         except Exception as exc:
-            out.append(Finding("SelfAttention_v1 == _v2", "FAIL", f"raised {type(exc).__name__}: {_first_line(exc)}"))
+            out.append(Finding("SelfAttention_v1 == _v2", "FAIL", _raised(exc)))
     if "MultiHeadAttentionWrapper" in found and "MultiHeadAttention" in found:
         try:
             x = torch.from_numpy(t._x(case, np.dtype(dtype)))
@@ -565,9 +572,7 @@ def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
             how = "with the heads' weights stacked and out_proj = I"
             out.append(_equality("MultiHeadAttentionWrapper == MultiHeadAttention", how, rows))
         except Exception as exc:
-            out.append(
-                Finding("MultiHeadAttentionWrapper == MHA", "FAIL", f"raised {type(exc).__name__}: {_first_line(exc)}")
-            )
+            out.append(Finding("MultiHeadAttentionWrapper == MHA", "FAIL", _raised(exc)))
     return out
 
 

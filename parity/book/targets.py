@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -125,7 +125,7 @@ def load_into(module: Any, weights: dict[str, np.ndarray], torch: Any, dtype: An
     """Copy the weights into the module's parameters of the same (book) names; a missing name or a
     wrong shape is UnusableError, with the names the book uses."""
     module.to(dtype)
-    params = dict(module.named_parameters())
+    params = book_parameters(module, weights)
     missing = [k for k in weights if k not in params]
     if missing:
         have = ", ".join(list(params)[:6]) or "none"
@@ -135,7 +135,29 @@ def load_into(module: Any, weights: dict[str, np.ndarray], torch: Any, dtype: An
             if tuple(params[k].shape) != v.shape:
                 raise UnusableError(f"parameter {k!r} has shape {tuple(params[k].shape)}; the book's is {v.shape}")
             params[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))
-        _set_extras(module, {k: p for k, p in params.items() if k not in weights}, torch)
+        taken = {id(p) for p in params.values()}
+        _set_extras(module, {k: p for k, p in module.named_parameters() if id(p) not in taken}, torch)
+
+
+def book_parameters(module: Any, names: Iterable[str]) -> dict[str, Any]:
+    """The module's parameters under the book's ``names``; a name the reader spelled in another
+    case (w_query.weight for W_query.weight) is taken, with a note."""
+    params = dict(module.named_parameters())
+    folded: dict[str, list[str]] = {}
+    for k in params:
+        folded.setdefault(k.lower(), []).append(k)
+    out, renamed = {}, []
+    for k in names:
+        if k in params:
+            out[k] = params[k]
+        elif len(folded.get(k.lower(), [])) == 1:
+            out[k] = params[folded[k.lower()][0]]
+            renamed.append(f"{folded[k.lower()][0]} for {k}")
+    if renamed:
+        _NOTES.append(
+            f"(parameter names that differ from the book's only in case, taken as the book's: {', '.join(renamed[:4])})"
+        )
+    return out
 
 
 def _set_extras(module: Any, extra: dict[str, Any], torch: Any) -> None:
@@ -186,7 +208,7 @@ def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_
     out = _output(module(xt), module)
     dout = _x(case, _np(dtype, torch), dout_salt, tuple(out.shape))  # the reference draws the same
     (out * torch.from_numpy(dout)).sum().backward()
-    params = dict(module.named_parameters())
+    params = book_parameters(module, weights)
     got = {"output": out.detach().numpy()}
     if xt.is_floating_point():
         got["grad input"] = xt.grad.numpy()

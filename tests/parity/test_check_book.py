@@ -170,3 +170,31 @@ def test_broken_files_are_a_line_each_and_the_other_names_are_still_checked(caps
     (tmp_path / "nothing.py").write_text("x = 1\n")
     code, text = run(capsys, tmp_path / "nothing.py")
     assert code == 2 and "none of the book's names" in text
+
+
+def test_near_miss_names_and_case_only_parameter_names_are_checked_as_the_books(capsys, tmp_path):
+    source = CORRECT.read_text().replace("class CausalAttention(", "class CasualAttention(")
+    start = source.index("class MultiHeadAttention(")
+    end = source.index("\nclass ", start + 1)
+    source = source[:start] + source[start:end].replace("W_query", "w_query") + source[end:]
+    (tmp_path / "typos.py").write_text(source)
+    code, text = run(capsys, tmp_path / "typos.py", *FAST, "--only", "CausalAttention,MultiHeadAttention")
+    assert code == 0 and status_of(text) == {"CausalAttention": "PASS", "MultiHeadAttention": "PASS"}, text
+    assert "(your CasualAttention, checked as the book's CausalAttention)" in text
+    assert "differ from the book's only in case, taken as the book's: w_query.weight for W_query.weight" in text
+    # the negative control: the same typo with a real mistake still fails, under the book's name
+    broken = source.replace("diagonal=1", "diagonal=0")
+    (tmp_path / "broken.py").write_text(broken)
+    code, text = run(capsys, tmp_path / "broken.py", *FAST, "--only", "CausalAttention")
+    assert code == 1 and status_of(text) == {"CausalAttention": "FAIL"}, text
+
+
+def test_the_headline_is_the_output_when_the_output_differs():
+    from parity.book.check import _worst
+    from parity.tolerances import Comparison, tolerance
+
+    tol = tolerance("float64", "fwd")
+    output = Comparison("output", (2, 3), 0.5, 0.1, tol, False)
+    grad = Comparison("grad scale", (3,), 1.0, 1e307, tol, False)  # a near-zero reference gradient
+    assert _worst([grad, output]).startswith("output differs by 5.00e-01")
+    assert _worst([grad, Comparison("output", (2, 3), 0.0, 0.0, tol, True)]).startswith("grad scale differs")
