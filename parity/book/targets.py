@@ -19,7 +19,7 @@ import numpy as np
 from npgpt.config import GPTConfig
 from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
 from npgpt.layers.cross_entropy import softmax
-from parity.engine import draw_ids, random_params
+from parity.engine import ZERO_GRADIENT, draw_ids, random_params
 
 np_generation = importlib.import_module("npgpt.generate")  # the module; npgpt exports a function of that name
 VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)
@@ -696,6 +696,82 @@ def _concat(batches: list, max_length: int) -> dict[str, np.ndarray]:
     }
 
 
+# -- appendix D's train_model: k steps of warmup, cosine decay and clipping --------------------------
+
+TRAIN_STEPS, WARMUP = 4, 2
+INITIAL_LR, PEAK_LR, MIN_LR = 1e-4, 4e-3, 1e-5
+
+
+class _TinyTokenizer:
+    """generate_and_print_sample's tokenizer for the cases' 61-token model (GPT-2's ids would not fit)."""
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]:
+        return [1, 2, 3]
+
+    def decode(self, ids: Any) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+
+def _train_cfg(case: Case) -> GPTConfig:
+    return dataclasses.replace(case.cfg(), drop_rate=0.0)  # the reader's loop calls model.train()
+
+
+def _train_batches(case: Case) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(_ids(case, 30 + i), _ids(case, 40 + i)) for i in range(TRAIN_STEPS)]
+
+
+def _run_train_model(fn, case, torch, dtype):
+    from torchgpt.model import GPTModel
+
+    model = GPTModel(_train_cfg(case).to_dict())
+    weights = _model_weights(case)
+    load_into(model, weights, torch, dtype)
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in _train_batches(case)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=0.1)
+    out = fn(
+        model=model, train_loader=batches, val_loader=batches[:1], optimizer=optimizer, device=torch.device("cpu"),
+        n_epochs=1, eval_freq=10 * TRAIN_STEPS, eval_iter=1, start_context="Every effort moves you",
+        tokenizer=_TinyTokenizer(), warmup_steps=WARMUP, initial_lr=INITIAL_LR, min_lr=MIN_LR,
+    )  # fmt: skip
+    if not (isinstance(out, tuple | list) and len(out) == 4):
+        raise UnusableError(
+            "train_model returned something else than the book's (train_losses, val_losses, track_tokens_seen, "
+            "track_lrs)"
+        )
+    params = book_parameters(model, weights)
+    learned = {f"{k} after {TRAIN_STEPS} steps": p.detach().numpy() for k, p in params.items() if _learned(k)}
+    return {"learning rates": np.asarray(out[3], dtype=np.float64), **learned}
+
+
+def _learned(name: str) -> bool:
+    """Compared after the steps: all but the key bias, whose gradient is zero in exact arithmetic
+    (softmax ignores a shift shared by every key): AdamW scales its round-off up to steps of lr."""
+    return not name.endswith(ZERO_GRADIENT)
+
+
+def ref_train_model(case: Case, dtype: np.dtype, clip_after_warmup_step: bool = False) -> dict[str, np.ndarray]:
+    """npgpt's appendix D loop (npgpt.train.train_model's schedule, clipping and AdamW) for the
+    same batches. ``clip_after_warmup_step``: the printed listing's ``global_step > warmup_steps``."""
+    from npgpt.model import GPTModel
+    from npgpt.optim import AdamW, clip_grad_norm
+    from npgpt.schedule import lr_at
+
+    model = GPTModel(_train_cfg(case), params=_cast(_model_weights(case), dtype))
+    optimizer = AdamW(model.params, lr=PEAK_LR, weight_decay=0.1)
+    lrs = []
+    for step, (ids, targets) in enumerate(_train_batches(case)):
+        optimizer.lr = lr_at(
+            step, peak_lr=PEAK_LR, total_steps=TRAIN_STEPS, warmup_steps=WARMUP, initial_lr=INITIAL_LR, min_lr=MIN_LR
+        )
+        lrs.append(optimizer.lr)
+        _, grads = model.loss_and_grads(ids, targets)
+        if step > WARMUP or (step == WARMUP and not clip_after_warmup_step):
+            clip_grad_norm(grads, 1.0)
+        optimizer.step(grads)
+    learned = {f"{k} after {TRAIN_STEPS} steps": v for k, v in model.params.items() if _learned(k)}
+    return {"learning rates": np.asarray(lrs), **learned}
+
+
 def _function(
     name: str, chapter: int, run: Callable, ref: Callable, bugs: tuple[str, ...] = (), tier="model", swaps=()
 ):
@@ -712,7 +788,8 @@ FUNCTIONS = [
     _function("calc_loss_batch", 5, _run_loss_batch, _ref_loss_batch, ("calc_loss_batch",)),
     _function("calc_loss_loader", 5, _run_loss_loader, _ref_loss_loader, swaps=(("global", "calc_loss_batch"),)),
     _function("generate", 5, _run_generate, _ref_generate, ("generate",)),
-]
+    _function("train_model", 5, _run_train_model, ref_train_model, swaps=(("global", "calc_loss_batch"),)),
+]  # train_model is appendix D's, which builds on chapter 5
 
 # bottom-up: a class is checked after the classes it is built from
 TARGETS: dict[str, Target] = {t.name: t for t in (*FUNCTIONS[:2], *MODULES, GPT_MODEL, *FUNCTIONS[2:])}

@@ -50,6 +50,7 @@ AUTHOR = {
     "ch05/01_main-chapter-code/gpt_train.py": LOSS,
     "ch05/01_main-chapter-code/previous_chapters.py": DATA | {"MultiHeadAttention"} | CH4,
     "appendix-D/01_main-chapter-code/previous_chapters.py": DATA | {"MultiHeadAttention"} | CH4 | LOSS,
+    "appendix-D/01_main-chapter-code/appendix-D.ipynb": {"train_model"},
 }
 PACKAGE = {
     "ch02": DATA,
@@ -57,6 +58,7 @@ PACKAGE = {
     "ch04": CH4,
     "ch05": LOSS | {"generate"},
     "kv_cache/gpt2": CH4 - {"generate_text_simple"} | {"MultiHeadAttention"},
+    "appendix_d": {"train_model"},
 }
 needs_book = pytest.mark.skipif(not BOOK.is_dir(), reason="../shared/peers is not beside the repository")
 
@@ -82,7 +84,7 @@ def _installed(module: str) -> bool:
 @needs_book
 def test_every_file_of_the_book_is_listed():
     files = {str(p.relative_to(BOOK)) for p in BOOK.rglob("*") if p.suffix in (".py", ".ipynb")}
-    assert files == set(AUTHOR) | {"appendix-D/01_main-chapter-code/appendix-D.ipynb"}
+    assert files == set(AUTHOR)
 
 
 @needs_book
@@ -185,3 +187,30 @@ def test_a_mistake_planted_in_a_copy_of_the_package_is_found(capsys, tmp_path):
     ch04.write_text(plant(ch04.read_text(), "0.044715", "0.0447"))
     code, text = run(capsys, ch04, *FAST, "--only", "GELU")
     assert code == 1 and statuses(text) == {"GELU": "FAIL"} and "(gelu-constant)" in text, text
+
+
+@needs_book
+@pytest.mark.parametrize(
+    ("old", "new", "headline"),
+    [
+        ("lr = initial_lr + global_step * lr_increment", "lr = peak_lr", "learning rates differs"),
+        ("torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n", "pass\n", "after 4 steps differs"),
+    ],
+    ids=["no-warmup", "no-clipping"],
+)
+def test_a_mistake_planted_in_appendix_d_fails_train_model(capsys, tmp_path, old, new, headline):
+    folder = tmp_path / "appendix-D"
+    shutil.copytree(BOOK / "appendix-D/01_main-chapter-code", folder)
+    plant_in_notebook(folder / "appendix-D.ipynb", old, new)
+    code, text = run(capsys, folder / "appendix-D.ipynb", *FAST)
+    assert code == 1 and statuses(text)["train_model"] == "FAIL" and headline in text, text
+
+
+@needs_book
+def test_the_printed_appendix_d_clipping_is_the_books_and_said_so(capsys, tmp_path):
+    folder = tmp_path / "appendix-D"
+    shutil.copytree(BOOK / "appendix-D/01_main-chapter-code", folder)
+    plant_in_notebook(folder / "appendix-D.ipynb", "ORIG_BOOK_VERSION = False", "ORIG_BOOK_VERSION = True")
+    code, text = run(capsys, folder / "appendix-D.ipynb", *FAST)
+    assert code == 0 and statuses(text)["train_model"] == "PASS", text
+    assert "as the printed appendix D does" in text

@@ -1,6 +1,9 @@
-"""A reader's chapters 2-5, written the way the book teaches them (the names, signatures and
-parameter names of the book), all correct. tests/parity/test_check_book.py checks this file with
-``npgpt check-book`` and makes one copy per catalogued mistake, each with exactly that mistake."""
+"""A reader's chapters 2-5 and appendix D's train_model, written the way the book teaches them
+(the names, signatures and parameter names of the book), all correct. tests/parity/test_check_book.py
+checks this file with ``npgpt check-book`` and makes one copy per catalogued mistake, each with
+exactly that mistake."""
+
+import math
 
 import tiktoken  # noqa: F401  (the book's tokenizer; check-book passes its own)
 import torch
@@ -276,3 +279,60 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
             break
         idx = torch.cat((idx, idx_next), dim=1)
     return idx
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter):
+    model.eval()
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(model, tokenizer, device, start_context):
+    model.eval()
+    context_size = model.pos_emb.weight.shape[0]
+    encoded = torch.tensor(tokenizer.encode(start_context)).unsqueeze(0).to(device)
+    token_ids = generate_text_simple(model, encoded, 10, context_size)
+    print(tokenizer.decode(token_ids.squeeze(0).tolist()).replace("\n", " "))
+    model.train()
+
+
+def train_model(
+    model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter, start_context, tokenizer,
+    warmup_steps, initial_lr=3e-05, min_lr=1e-6,
+):  # fmt: skip
+    """Appendix D: linear warmup, cosine decay, gradient clipping from the first step after warmup."""
+    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
+    tokens_seen, global_step = 0, -1
+    peak_lr = optimizer.param_groups[0]["lr"]
+    total_training_steps = len(train_loader) * n_epochs
+    lr_increment = (peak_lr - initial_lr) / warmup_steps
+    for epoch in range(n_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            global_step += 1
+            if global_step < warmup_steps:
+                lr = initial_lr + global_step * lr_increment
+            else:
+                progress = (global_step - warmup_steps) / (total_training_steps - warmup_steps)
+                lr = min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            track_lrs.append(lr)
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            if global_step >= warmup_steps:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Iter {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen, track_lrs
