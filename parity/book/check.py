@@ -480,6 +480,23 @@ BOOK_TOP_K_NOTE = (
 )
 
 
+def _missing_layer(target: Target, obj: Any, case: Case) -> str:
+    """What the reader's MultiHeadAttention lacks when it has no out_proj (chapter 3's wrapper does
+    without one; GPT-2's attention does not), or ""."""
+    if target.name != "MultiHeadAttention":
+        return ""
+    try:
+        names = [k.lower() for k, _ in target.build(obj, case).named_parameters()]
+    except Exception:
+        return ""  # the attempt reports it
+    if any(k.startswith("out_proj.") for k in names):
+        return ""
+    return (
+        "no out_proj: the book's MultiHeadAttention ends with self.out_proj = nn.Linear(d_out, d_out), "
+        "GPT-2's projection of the heads"
+    )
+
+
 def check_target(
     target: Target, obj: Any, source: str, dtypes: Iterable[str], max_examples: int, example: Case | None
 ) -> Finding:
@@ -488,6 +505,9 @@ def check_target(
     notes: list[str] = []
     typical, one_row = example or TYPICAL, False
     targets.drain_notes()  # none left from the name before
+    missing = _missing_layer(target, obj, typical)
+    if missing:
+        target = targets.MHA_WITHOUT_OUT_PROJ  # the rest is still checked: a missing layer must not hide the mask
     probe = attempt(target, obj, typical, dtypes[0], subs)
     if target.kind != "module" and SPECIAL in probe.error:
         targets.DOCUMENT_BREAK = False  # the rest of this name's check runs on the story alone
@@ -514,11 +534,16 @@ def check_target(
             return Finding(target.name, "could not construct", result.construct_error, case, dtype, notes=notes)
         detail = result.error or _worst(result.rows)
         command = f"npgpt check-book {source} --only {target.name} --example {case} --dtype {dtype}"
+        if missing:
+            detail = f"{missing}; with it as the identity, {detail}"
         finding = Finding(target.name, "FAIL", detail, case, dtype, command=command, rows=result.rows, notes=notes)
         finding.diagnosis = diagnose(target, obj, case, dtype, subs, result, typical)
         finding.notes += targets.drain_notes()
         return finding
     compared = COMPARED.get(target.name, "outputs and gradients match")
+    if missing:
+        detail = f"{missing}; with it as the identity, the rest matches ({', '.join(dtypes)})"
+        return Finding(target.name, "FAIL", detail, notes=notes + targets.drain_notes())
     finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: {compared}", notes=notes + targets.drain_notes())
     if "float64" in dtypes and target.tier != "exact":
         loose = attempt(target, obj, typical, "float64", subs, strict=True)

@@ -26,6 +26,7 @@ import importlib.machinery
 import importlib.util
 import io
 import json
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -37,6 +38,10 @@ INERT_CALLS = frozenset(
     {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bool", "range", "len", "Path"}
     | {"pathlib.Path", "torch.device", "tiktoken.get_encoding", "tiktoken.encoding_for_model"}
 )
+# what a path given to sys.path.append/insert may call (``os.path.abspath("../ch04")``,
+# ``Path(__file__).resolve().parent``): the last part of the called name
+PATH_CALLS = frozenset({"Path", "str", "abspath", "join", "dirname", "realpath", "normpath", "expanduser"})
+PATH_CALLS |= {"getcwd", "cwd", "resolve", "absolute"}
 
 
 @dataclasses.dataclass
@@ -79,6 +84,18 @@ def _inert(node: ast.AST | None) -> bool:
     return True
 
 
+def _extends_sys_path(stmt: ast.stmt) -> bool:
+    """``sys.path.append(p)``, ``.insert(0, p)`` or ``.extend([p])`` with a path built from paths:
+    how readers import one chapter's code from another's folder."""
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if not (
+        isinstance(call, ast.Call) and _dotted(call.func) in ("sys.path.append", "sys.path.insert", "sys.path.extend")
+    ):
+        return False
+    inner = [sub for arg in call.args for sub in ast.walk(arg) if isinstance(sub, ast.Call)]
+    return all(_dotted(sub.func).rsplit(".", 1)[-1] in PATH_CALLS for sub in inner)
+
+
 def _is_main_guard(test: ast.expr) -> bool:
     return isinstance(test, ast.Compare) and any(
         isinstance(side, ast.Name) and side.id == "__name__" for side in (test.left, *test.comparators)
@@ -93,6 +110,8 @@ def _kept(stmts: list[ast.stmt]) -> list[ast.stmt]:
             out.append(stmt)
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             out.append(stmt)  # a docstring
+        elif _extends_sys_path(stmt):
+            out.append(stmt)  # the folders its imports come from (put back after loading)
         elif isinstance(stmt, ast.Assign | ast.AnnAssign) and _inert(stmt.value):
             out.append(stmt)
         elif isinstance(stmt, ast.If) and not _is_main_guard(stmt.test) and _inert(stmt.test):
@@ -192,12 +211,24 @@ class _ReaderFinder(importlib.abc.MetaPathFinder):
     anything installed, and loads them with ``_DefinitionsLoader``."""
 
     def __init__(self, root: Path, local: set[str], log: Loaded) -> None:
-        self.root, self.local, self.log = str(root), local, log
+        self.roots, self.local, self.log = [str(root)], local, log
+        self.path_before = list(sys.path)
+
+    def _learn_added_folders(self) -> None:
+        """Folders the reader's code put on sys.path are the reader's too (not site-packages)."""
+        for entry in sys.path:
+            if entry in self.path_before or entry in self.roots or "-packages" in entry:
+                continue
+            folder = Path(entry or ".").resolve()
+            if folder.is_dir():
+                self.roots.append(entry)
+                self.local |= _modules_in(folder)
 
     def find_spec(self, fullname, path=None, target=None):
+        self._learn_added_folders()
         if fullname.split(".")[0] not in self.local:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, list(path) if path else [self.root])
+        spec = importlib.machinery.PathFinder.find_spec(fullname, list(path) if path else self.roots)
         if spec is None or not spec.origin or not spec.origin.endswith(".py"):
             return None
         spec.loader = _DefinitionsLoader(spec.origin, self.log)
@@ -219,8 +250,12 @@ def _own_modules(file: Path) -> tuple[Path, set[str]]:
     root = package_root(file)
     if root != file.parent:
         return root, {file.relative_to(root).parts[0]}
-    names = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
-    return root, names
+    return root, _modules_in(root)
+
+
+def _modules_in(folder: Path) -> set[str]:
+    """The top-level module names a folder provides: its .py files and packages."""
+    return {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
 
 
 @contextlib.contextmanager
@@ -228,13 +263,17 @@ def _reader_imports(root: Path, local: set[str], log: Loaded) -> Iterator[None]:
     """The reader's own modules importable by name (definitions only) while the block runs, any
     module of the same name loaded before set aside, and all of them forgotten after."""
     aside = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in local}
-    finder = _ReaderFinder(root, local, log)
+    finder = _ReaderFinder(root, set(local), log)
     sys.meta_path.insert(0, finder)
+    path, cwd = list(sys.path), os.getcwd()
+    os.chdir(root)  # relative folders in the reader's sys.path lines mean what they mean when it runs there
     try:
         yield
     finally:
+        os.chdir(cwd)
+        sys.path[:] = path
         sys.meta_path.remove(finder)
-        for k in [k for k in sys.modules if k.split(".")[0] in local]:
+        for k in [k for k in sys.modules if k.split(".")[0] in finder.local]:
             del sys.modules[k]
         sys.modules.update(aside)
 

@@ -450,6 +450,11 @@ MODULES = [
                    swaps=(("norm1", "LayerNorm"), ("norm2", "LayerNorm"), ("att", "MultiHeadAttention"),
                           ("ff", "FeedForward"))),
 ]  # fmt: skip
+# a reader's MultiHeadAttention without out_proj: the rest checked with the projection as the identity
+MHA_WITHOUT_OUT_PROJ = _module_target(
+    "MultiHeadAttention", 3, _mha, lambda c: _attention_weights(c, out_proj=False), _x,
+    _ref_attention(lambda c: c.H, identity_out=True), ATTENTION, dropout=("dropout", lambda c: c.H),
+)  # fmt: skip
 
 
 # -- the model --------------------------------------------------------------------------------------

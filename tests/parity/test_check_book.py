@@ -199,3 +199,23 @@ def test_the_headline_is_the_output_when_the_output_differs():
     grad = Comparison("grad scale", (3,), 1.0, 1e307, tol, False)  # a near-zero reference gradient
     assert _worst([grad, output]).startswith("output differs by 5.00e-01")
     assert _worst([grad, Comparison("output", (2, 3), 0.0, 0.0, tol, True)]).startswith("grad scale differs")
+
+
+def test_a_missing_layer_does_not_hide_the_mistake_behind_it(capsys, tmp_path):
+    """No out_proj and masked_fill's result thrown away: both are said, the mask by its catalog name."""
+    source = with_mistake(
+        CORRECT.read_text(),
+        "MultiHeadAttention",
+        "        self.out_proj = nn.Linear(d_out, d_out)\n",
+        "",
+        "return self.out_proj(context_vec)",
+        "return context_vec",
+    )
+    (tmp_path / "no_proj.py").write_text(source)
+    code, text = run(capsys, tmp_path / "no_proj.py", *FAST, "--only", "MultiHeadAttention")
+    assert code == 1 and "FAIL  no out_proj: the book's MultiHeadAttention ends with self.out_proj" in text, text
+    assert "with it as the identity, the rest matches" in text  # the missing layer alone
+    masked = with_mistake(source, "MultiHeadAttention", "attn_scores.masked_fill_(", "attn_scores.masked_fill(")
+    (tmp_path / "no_proj_no_mask.py").write_text(masked)
+    code, text = run(capsys, tmp_path / "no_proj_no_mask.py", *FAST, "--only", "MultiHeadAttention")
+    assert code == 1 and "no out_proj" in text and "(no-causal-mask)" in text, text

@@ -198,3 +198,20 @@ def test_the_readers_tiktoken_works_offline():
     assert enc.encode(text, allowed_special={"<|endoftext|>"}) == get_tokenizer().encode(
         text, allowed_special={"<|endoftext|>"}
     )
+
+
+def test_sys_path_lines_between_chapter_folders_work_definitions_only(tmp_path):
+    marker = tmp_path / "ch04-ran.txt"
+    (tmp_path / "ch04").mkdir()
+    (tmp_path / "ch04" / "gpt.py").write_text(f"{LAYER_NORM}\nopen({str(marker)!r}, 'w')\n")
+    (tmp_path / "ch05").mkdir()
+    (tmp_path / "ch05" / "train.py").write_text(
+        "import os\nimport sys\nsys.path.append(os.path.abspath('../ch04'))\n"
+        "from gpt import LayerNorm\n\n\ndef calc_loss_batch(input_batch, target_batch, model, device):\n    return 0\n"
+    )
+    path_before = list(sys.path)
+    loaded = load_file(tmp_path / "ch05" / "train.py")
+    assert loaded.errors == [], loaded.errors
+    assert vars(loaded.module)["LayerNorm"].__name__ == "LayerNorm"
+    assert not marker.exists() and sys.path == path_before and "gpt" not in sys.modules
+    assert any(s.startswith("gpt.py line") for s in loaded.skipped)
