@@ -104,6 +104,7 @@ def load_reader(path: str | Path) -> Reader:
         raise NpgptError(f"{path} holds no .py files or notebooks")
     serve_gpt2_offline()  # the reader's tiktoken.get_encoding("gpt2") works with no network
     out = Reader(files=len(files))
+    said: set[str] = set()
     for file in files:
         try:
             loaded = reader.load_file(file)
@@ -114,6 +115,9 @@ def load_reader(path: str | Path) -> Reader:
             out.problems.append(f"{file}: could not be read: {exc}")
             continue
         out.problems += [f"{file}: {error}" for error in loaded.errors]
+        # a module several files import (previous_chapters.py): what it did not run is said once
+        loaded.skipped = [s for s in loaded.skipped if not (s.split(" ")[0].endswith(".py") and s in said)]
+        said.update(loaded.skipped)
         if loaded.summary():
             out.notes.append(loaded.summary())
         own = {
