@@ -169,8 +169,8 @@ class BuggedImpl(NumpyImpl):
     """npgpt with one mistake of the catalog (parity/bugs.py) applied inside every call, so the
     clean reference beside it in the same process runs unpatched (``npgpt check --inject-bug``)."""
 
-    def __init__(self, bug: str) -> None:
-        super().__init__()
+    def __init__(self, bug: str, tied: bool = False) -> None:
+        super().__init__(tied)
         self.bug = bug
         self.name = f"npgpt with {bug}"
         for method in ("load", "forward", "generate_greedy", "filter_logits", "data_batches", "loss_and_grads"):

@@ -24,7 +24,7 @@ import dataclasses
 import importlib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -104,9 +104,40 @@ def _gelu(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[Callable], Callabl
     return make
 
 
-def _erf_gelu(x: np.ndarray) -> np.ndarray:
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Phi(x) = 0.5 (1 + erf(x / sqrt 2)), elementwise, in x's dtype (erf in float64)."""
     erf = np.vectorize(math.erf, otypes=[np.float64])
-    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
+    return (0.5 * (1.0 + erf(np.asarray(x, dtype=np.float64) / math.sqrt(2.0)))).astype(x.dtype)
+
+
+class _ErfCache(NamedTuple):
+    x: np.ndarray
+    cdf: np.ndarray  # Phi(x)
+
+
+@contextlib.contextmanager
+def _exact_gelu() -> Iterator[None]:
+    """The exact GELU, x Phi(x), with its derivative Phi(x) + x phi(x): unlike the other entries
+    this one is a whole function, backward included, because ``npgpt check --gelu erf`` runs the
+    reference on it (a model built with nn.GELU(), nanoGPT's, is then checked everywhere else)."""
+    real_forward, real_backward = gelu.forward, gelu.backward
+
+    def forward(x):
+        cdf = _normal_cdf(x)
+        return x * cdf, _ErfCache(x, cdf)
+
+    def backward(dout, cache):
+        if not isinstance(cache, _ErfCache):
+            return real_backward(dout, cache)
+        x, cdf = cache
+        pdf = np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))  # phi(x)
+        return dout * (cdf + x * pdf)
+
+    gelu.forward, gelu.backward = forward, backward
+    try:
+        yield
+    finally:
+        gelu.forward, gelu.backward = real_forward, real_backward
 
 
 def _gelu_constant(x: np.ndarray) -> np.ndarray:
@@ -274,7 +305,7 @@ CATALOG: dict[str, Bug] = {
         Bug("eps-outside-sqrt", "LayerNorm", "eps added outside the square root",
             "(x - mean) / torch.sqrt(var + self.eps)", _swap(layer_norm, "forward", _layer_norm(_eps_outside))),
         Bug("exact-gelu", "GELU", "the exact erf GELU", "GPT-2 uses the tanh approximation: "
-            "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))", _swap(gelu, "forward", _gelu(_erf_gelu))),
+            "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))", _exact_gelu),
         Bug("gelu-constant", "GELU", "0.0447 for the constant 0.044715 in the tanh GELU",
             "use 0.044715 exactly", _swap(gelu, "forward", _gelu(_gelu_constant))),
         Bug("no-attention-scaling", "MultiHeadAttention", "the attention scores not divided by sqrt(head_dim)",

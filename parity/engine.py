@@ -16,7 +16,8 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers.cross_entropy import softmax
 from parity.adapters import Implementation, draw_masks
-from parity.tolerances import Comparison, compare, tolerance
+from parity.tolerances import Comparison, Tol, tolerance
+from parity.tolerances import compare as compare_arrays
 from parity.torch_module import SUBMODULES
 
 # The W_key bias has an exactly zero gradient (adding a constant to every key shifts a row of
@@ -25,6 +26,7 @@ from parity.torch_module import SUBMODULES
 # direction: after k steps it is not comparable between ANY two implementations. Its gradient is
 # still compared (and is ~0 in both); only its float32 post-step state is left out, and said so.
 ZERO_GRADIENT = ("att.W_key.bias",)
+BOOK_TIER = tolerance("float64", "book")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,6 +414,17 @@ def _compare(
     """``rows`` fills as tensors are compared; ``doing[0]`` names the call in progress (for the
     report when the implementation raises)."""
     dt = np.dtype(dtype)
+    # a user's module in float64 is also held to check-book's tier (1e-7) where it misses the strict
+    # one: the book's GELU builds sqrt(2/pi) in float32; the report says which rows needed it
+    lenient = dt == np.float64 and getattr(impl, "user_code", False)
+
+    def compare(name: str, actual, expected, tol: Tol) -> Comparison:
+        row = compare_arrays(name, actual, expected, tol)
+        if row.ok or not lenient or tol.rtol == 0 or tol.rtol >= BOOK_TIER.rtol:
+            return row
+        loose = compare_arrays(name, actual, expected, BOOK_TIER)
+        return loose if loose.ok else row
+
     step_norms: dict[int, float] = {}
     tol, exact = tolerance(dt, "model"), tolerance(dt, "exact")
     if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
@@ -477,4 +490,12 @@ def _compare(
                 f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "
                 "is 0, so AdamW follows round-off; their gradients are compared above)"
             )
+    book = [r for r in rows if r.tol == BOOK_TIER]
+    if book and all(r.ok for r in rows):  # on a FAIL it would explain nothing
+        worst = max(book, key=lambda r: r.max_rel)
+        notes.append(
+            f"float64: {len(book)} tensors within check-book's {BOOK_TIER.rtol:.0e} but not the strict "
+            f"{tolerance(dt, 'model').rtol:.0e} (largest: {worst.name}, relative {worst.max_rel:.1e}); a constant "
+            "built in float32, like the book's torch.tensor(2.0 / torch.pi) in GELU, does this"
+        )
     return Report(dt.name, rows, notes, step_norms)

@@ -88,17 +88,73 @@ HF = Layout(
     from_module=_hf_from,
     logits=lambda module, ids: module(input_ids=ids).logits,
 )
-LAYOUTS = (BOOK, HF)
+# nanoGPT's and minGPT's form: Hugging Face's names, nn.Linear weights stored (out, in)
+LINEAR_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def detect_layout(keys: set[str], what: str) -> Layout:
-    for layout in LAYOUTS:
-        if layout.marker in keys:
-            return layout
+def _transpose_linear(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Conv1D (in, out) <-> nn.Linear (out, in) for the four matrices of each block."""
+    return {k: np.ascontiguousarray(v.T) if k.endswith(LINEAR_WEIGHTS) else v for k, v in tensors.items()}
+
+
+def _linear_to(cfg: GPTConfig, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = _transpose_linear(_hf_to(cfg, params))
+    out["lm_head.weight"] = params["out_head.weight"]  # (V, C), nn.Linear's own form; tied: replaced by wte
+    return out
+
+
+def _linear_from(cfg: GPTConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    _, params = from_gpt2(hf_to_gpt2_names(_transpose_linear(tensors)), n_heads=cfg.n_heads, drop_rate=cfg.drop_rate)
+    if "lm_head.weight" not in tensors:
+        del params["out_head.weight"]  # tied: wte is the only tensor
+    return params
+
+
+def _logits_of(out: Any) -> Any:
+    return out[0] if isinstance(out, tuple) else out
+
+
+LINEAR = Layout(
+    name="GPT-2 names with nn.Linear weights (nanoGPT, minGPT)",
+    marker="transformer.wte.weight",
+    blocks="transformer.h",
+    submodules=("ln_1", "attn", "ln_2", "mlp"),
+    dropouts=(
+        ("transformer.drop", EMB_DROP),
+        ("transformer.h.{i}.attn.attn_dropout", ATT_DROP),  # only where it is called (see _called_dropouts)
+        ("transformer.h.{i}.attn.resid_dropout", SHORTCUT_DROP_1),
+        ("transformer.h.{i}.mlp.dropout", SHORTCUT_DROP_2),
+    ),
+    tied=False,  # per module: see detect_layout
+    to_module=_linear_to,
+    from_module=_linear_from,
+    # (idx, targets): nanoGPT returns only the last position's logits without targets
+    logits=lambda module, ids: _logits_of(module(ids, ids)),
+)
+LAYOUTS = (BOOK, HF, LINEAR)
+
+
+def detect_layout(state: Mapping[str, Any], what: str) -> Layout:
+    """The layout of a module's ``state_dict()``, by names and shapes: GPT-2's names with a c_attn
+    of shape (C, 3C) are Hugging Face's Conv1D, of shape (3C, C) nn.Linear's; a head that is the
+    token embedding's tensor is tied."""
+    keys = set(state)
+    if BOOK.marker in keys:
+        return BOOK
+    c_attn = state.get("transformer.h.0.attn.c_attn.weight")
+    if HF.marker in keys and c_attn is not None:
+        rows, cols = tuple(c_attn.shape)
+        if cols == 3 * rows:
+            return HF
+        if rows == 3 * cols:
+            head, wte = state.get("lm_head.weight"), state[HF.marker]
+            tied = head is None or head.data_ptr() == wte.data_ptr()
+            return dataclasses.replace(LINEAR, tied=tied)
     some = ", ".join(sorted(keys)[:4])
     raise NpgptError(
-        f"{what}: its state_dict is neither the book's layout (tok_emb.weight ...) nor Hugging Face's "
-        f"(transformer.wte.weight ...); it has {some} ...; rename the parameters or write an adapter (docs/adapters.md)"
+        f"{what}: its state_dict is not a layout npgpt knows (the book's tok_emb.weight ...; GPT-2's "
+        f"transformer.wte.weight ... with Conv1D (HF) or nn.Linear (nanoGPT, minGPT) weights); it has {some} ...; "
+        "rename the parameters or write an adapter (docs/adapters.md)"
     )
 
 
@@ -176,9 +232,56 @@ class TorchModuleImpl:
             return
         self._probed = cfg
         module = self.build(cfg)
-        self.layout = detect_layout(set(module.state_dict()), self.name)
+        self.layout = detect_layout(module.state_dict(), self.name)
         self.tied = self.layout.tied
+        self._called = self._called_dropouts(module, cfg)
         self._replayed = self._replayable(module, cfg)
+
+    def _called_dropouts(self, module: Any, cfg: GPTConfig) -> set[str] | None:
+        """The paths of the nn.Dropout modules a train-mode forward calls: a module can hold one it
+        never calls (nanoGPT's attn_dropout, when its attention runs in scaled_dot_product_attention)."""
+        import torch
+
+        called: set[str] = set()
+        handles = [
+            m.register_forward_hook(lambda mod, inp, out, name=name: called.add(name))
+            for name, m in module.named_modules()
+            if isinstance(m, torch.nn.Dropout)
+        ]
+        try:
+            module.train()
+            with torch.no_grad(), self._no_sdpa_dropout():
+                self.layout.logits(module, torch.zeros((1, min(2, cfg.context_length)), dtype=torch.long))
+        except Exception:
+            return None  # the module's own error is reported where the check runs it; every dropout module counts
+        finally:
+            for h in handles:
+                h.remove()
+        return called
+
+    def _no_sdpa_dropout(self) -> Any:
+        """While open, torch's scaled_dot_product_attention runs with dropout_p = 0: no mask can be
+        replayed inside it (that site is off on both sides, and the report says so)."""
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def patched():
+            real = torch.nn.functional.scaled_dot_product_attention
+
+            def sdpa(*args, dropout_p=0.0, **kwargs):
+                if dropout_p:
+                    self._sdpa_dropout = True
+                return real(*args, dropout_p=0.0, **kwargs)
+
+            torch.nn.functional.scaled_dot_product_attention = sdpa
+            try:
+                yield
+            finally:
+                torch.nn.functional.scaled_dot_product_attention = real
+
+        return patched()
 
     def replayed_sites(self, cfg: GPTConfig) -> set[str]:
         """The dropout sites whose masks this module takes; the engine switches every other site
@@ -189,7 +292,12 @@ class TorchModuleImpl:
         """Dropout sites, in npgpt's order, that sit at a dropout module of the layout."""
         import torch
 
-        found = {site for where, site in self._dropout_paths(cfg) if isinstance(_get(module, where), torch.nn.Dropout)}
+        called = getattr(self, "_called", None)
+        found = {
+            site
+            for where, site in self._dropout_paths(cfg)
+            if isinstance(_get(module, where), torch.nn.Dropout) and (called is None or where in called)
+        }
         return [s for s in dropout_sites(cfg) if s in found]
 
     def _dropout_paths(self, cfg: GPTConfig) -> list[tuple[str, str]]:
@@ -212,7 +320,7 @@ class TorchModuleImpl:
         self.dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
         module = self.build(cfg)
         own = module.state_dict()
-        self.layout = layout = detect_layout(set(own), self.name)
+        self.layout = layout = detect_layout(own, self.name)
         self.tied = layout.tied
         ours = layout.to_module(cfg, dict(params))
         if layout.tied and "lm_head.weight" in own:
@@ -305,7 +413,7 @@ class TorchModuleImpl:
     def forward(self, ids):
         self.module.eval()
         self.outputs = []
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self._no_sdpa_dropout():
             logits = self.layout.logits(self.module, self._ids(ids))
         got, self.outputs = self.outputs, None
         blocks = [o for key, o in got if key[1] == "block"]
@@ -334,7 +442,8 @@ class TorchModuleImpl:
         self.queue[:] = [] if masks is None else [torch.from_numpy(masks[s]).to(self.device) for s in self._replayed]
         self.module.train(masks is not None)
         self.module.zero_grad(set_to_none=True)
-        logits = self.layout.logits(self.module, self._ids(ids))
+        with self._no_sdpa_dropout():
+            logits = self.layout.logits(self.module, self._ids(ids))
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), self._ids(targets).flatten())
         loss.backward()
         if self.queue:

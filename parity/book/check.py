@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from npgpt.errors import NpgptError
-from parity.book import reader, targets
+from parity import user_code
+from parity.book import targets
 from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
@@ -91,7 +92,7 @@ def reader_files(path: Path) -> list[Path]:
 
 def load_reader(path: str | Path) -> Reader:
     """The book's names defined in a file or notebook, or in those of a folder (first found wins),
-    loaded definitions-only (parity/book/reader.py)."""
+    loaded definitions-only (parity/user_code.py)."""
     from npgpt.tokenizer import serve_gpt2_offline
 
     path = Path(path)
@@ -107,7 +108,7 @@ def load_reader(path: str | Path) -> Reader:
     said: set[str] = set()
     for file in files:
         try:
-            loaded = reader.load_file(file)
+            loaded = user_code.load_file(file)
         except SyntaxError as exc:
             out.problems.append(f"{file}: could not be read: SyntaxError at line {exc.lineno}: {exc.msg}")
             continue

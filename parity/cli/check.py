@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import io
 import json
 import os
 import resource
@@ -78,7 +79,58 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         help="teaching: check npgpt with this classic mistake (npgpt bugs lists them) against the clean npgpt, "
         "and see where the report points",
     )
+    p.add_argument(
+        "--gelu",
+        choices=["tanh", "erf"],
+        default="tanh",
+        help="the reference's GELU: GPT-2's tanh approximation, or the exact erf form, to check the rest of a model "
+        "built with nn.GELU() (nanoGPT)",
+    )
     return {"check": run}
+
+
+# the catalog entries that can live where a report first diverges, by the sub-module in the row's name
+SUSPECTS = {
+    "norm": ("LayerNorm",),
+    "att": ("MultiHeadAttention",),
+    "ff": ("GELU",),
+    "block": ("TransformerBlock", "LayerNorm", "MultiHeadAttention", "GELU"),
+    "model": ("GPTModel", "LayerNorm"),
+}
+
+
+def suspects(row_name: str) -> list[str]:
+    """Catalog entries that could make ``row_name`` the first diverging tensor."""
+    parts = row_name.split()[0].split(".")
+    where = (
+        parts[2] if len(parts) > 2 and parts[0] == "trf_blocks" else "block" if parts[0] == "trf_blocks" else "model"
+    )
+    where = "norm" if where.startswith("norm") else where
+    return [b.name for b in CATALOG.values() if b.component in SUSPECTS.get(where, SUSPECTS["model"])]
+
+
+def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, reference_bug: str | None) -> str:
+    """The catalog entry whose mistake, applied to the reference, makes the implementation's forward
+    outputs (every block, the logits) pass on the tiny config in float64: one line, or "" when none
+    does. Seconds, not minutes."""
+    from parity.adapters import BuggedImpl
+    from parity.targets import resolve
+
+    cfg = GPTConfig.preset("tiny", qkv_bias=True)
+    rng = np.random.default_rng(seed)
+    ids, targets = (draw_ids(rng, cfg.vocab_size, (2, 16)) for _ in range(2))
+    for name in suspects(first):
+        if name == reference_bug:
+            continue
+        impl = resolve(spec, device)
+        with contextlib.redirect_stdout(io.StringIO()):  # the implementation's own prints
+            report = run_check(impl, BuggedImpl(name, tied), cfg, RandomWeights(cfg, seed), ids, targets, "float64", 0)
+        forward = [r for r in report.rows if r.name.startswith("trf_blocks") or r.name == "logits"]
+        if report.error is None and forward and all(r.ok for r in forward):  # the catalog's mistakes are forward ones
+            bug = CATALOG[name]
+            extra = "; to check the rest of the model as it is, add --gelu erf" if name == "exact-gelu" else ""
+            return f"diagnosis: {spec} matches the reference with {bug.what} ({bug.name}); GPT-2: {bug.fix}{extra}"
+    return ""
 
 
 def write_json(path: str, config: dict, implementation: str, source: str, reports: list[Report]) -> None:
@@ -136,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     check_values(vars(args))
     if args.inject_bug and args.impl != "torchgpt":
         raise NpgptError(f"--inject-bug checks npgpt with the mistake against npgpt; drop --impl {args.impl}")
+    if args.inject_bug and args.gelu == "erf":
+        raise NpgptError("--gelu erf changes the reference; --inject-bug checks npgpt against itself: use one")
     _return_freed_memory_to_the_system()
     _torch_huge_pages()
     if args.json:  # found unwritable before the comparison, not after it
@@ -175,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         f"npgpt vs {target.name} ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "
         f"vocab {cfg.vocab_size}; {source}; B={args.batch_size}, T={args.seq_len}; {args.steps} AdamW steps "
         f"with dropout {cfg.drop_rate} (shared masks)"
+        + ("; the reference's GELU is the exact erf form (--gelu erf), not GPT-2's" if args.gelu == "erf" else "")
     )
     reports: list[Report] = []
     with tempfile.TemporaryDirectory(prefix="npgpt-weights-") as tmp:
@@ -191,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
                 elapsed = time.perf_counter() - t0
                 print(f"  [{dtype} {elapsed:5.1f} s, peak {_peak_gb():.1f} GB] {msg}", file=sys.stderr, flush=True)
 
-            reference = NumpyImpl(tied=getattr(target, "tied", False))
+            tied = getattr(target, "tied", False)
+            reference = BuggedImpl("exact-gelu", tied) if args.gelu == "erf" else NumpyImpl(tied=tied)
             report = run_check(
                 target, reference, cfg, weights, ids, targets, dtype, args.steps, args.seed, progress=progress
             )
@@ -205,6 +261,15 @@ def run(args: argparse.Namespace) -> int:
         found = "the check caught it" if not all(r.ok for r in reports) else "the check did NOT catch it"
         print(f"injected {bug.name} ({bug.component}): {bug.what}; {found}. The fix: {bug.fix}")
     errors = [r.error for r in reports if r.error]
+    failed = next((r for r in reports if not r.ok and not r.error), None)
+    if failed is not None and not args.inject_bug:
+        print(f"  looking for a classic mistake that explains {failed.first_failure.name} ...", file=sys.stderr)
+        found = diagnose(
+            args.impl, str(device), getattr(target, "tied", False), failed.first_failure.name, args.seed,
+            "exact-gelu" if args.gelu == "erf" else None,
+        )  # fmt: skip
+        if found:
+            print(found)
     if errors:
         print(f"{errors[0]} (exit 3: the implementation under test crashed; its rows up to there are above)")
         return 3

@@ -148,7 +148,7 @@ def test_an_adapter_class_is_run_through_the_protocol(capsys, tmp_path):
             "import torch\nclass GPTModel(torch.nn.Module):\n    def __init__(self, cfg):\n        super().__init__()\n"
             "        self.w = torch.nn.Linear(2, 2)\n",
             "{path}:GPTModel",
-            "neither the book's layout",
+            "not a layout npgpt knows",
         ),
         (BOOK_FILE + "\n\nclass Extra(GPTModel):\n    def __init__(self, cfg):\n        super().__init__(cfg)\n"
          "        self.extra = torch.nn.Linear(2, 2)\n", "{path}:Extra", "does not know: extra.bias, extra.weight"),

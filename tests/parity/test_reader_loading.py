@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from parity.book.check import _near_miss, load_reader
-from parity.book.reader import load_file, notebook_cells
+from parity.user_code import load_file, notebook_cells
 
 LAYER_NORM = """
 import torch
@@ -215,3 +215,12 @@ def test_sys_path_lines_between_chapter_folders_work_definitions_only(tmp_path):
     assert vars(loaded.module)["LayerNorm"].__name__ == "LayerNorm"
     assert not marker.exists() and sys.path == path_before and "gpt" not in sys.modules
     assert any(s.startswith("gpt.py line") for s in loaded.skipped)
+
+
+def test_a_constant_updated_in_place_is_kept_and_a_computed_update_is_not(tmp_path):
+    (tmp_path / "cfg.py").write_text(
+        "CFG = {'emb_dim': 768, 'n_layers': 12}\nCFG.update({'emb_dim': 1024})\nCFG.update(load_from_disk())\n"
+    )
+    loaded = load_file(tmp_path / "cfg.py")
+    assert vars(loaded.module)["CFG"] == {"emb_dim": 1024, "n_layers": 12} and loaded.errors == []
+    assert loaded.skipped == ["line 3: CFG.update(load_from_disk())"]

@@ -1,6 +1,6 @@
-"""Loading a reader's code for check-book: its definitions, never its script.
+"""Loading a user's code (check-book's files, check --impl's file.py:Name): its definitions only.
 
-A chapter file or notebook usually trains, downloads or plots at module level. check-book runs
+A chapter file or notebook usually trains, downloads or plots at module level. npgpt runs
 only what defines things: imports, ``class`` and ``def`` statements, plain constants (a config
 dict), and ``try``/``if`` blocks made of those. Everything else at the top level (a call, a loop,
 ``if __name__ == "__main__":``) is skipped and listed. The same rule applies to the reader's own
@@ -42,6 +42,12 @@ INERT_CALLS = frozenset(
 # ``Path(__file__).resolve().parent``): the last part of the called name
 PATH_CALLS = frozenset({"Path", "str", "abspath", "join", "dirname", "realpath", "normpath", "expanduser"})
 PATH_CALLS |= {"getcwd", "cwd", "resolve", "absolute"}
+# calls kept as statements: settings a model's code depends on (jax's float64 switch, torch's
+# default dtype), and updating a constant (GPT_CONFIG.update({...}))
+SETTING_CALLS = frozenset(
+    {"jax.config.update", "config.update", "torch.set_default_dtype", "torch.set_float32_matmul_precision"}
+    | {"warnings.filterwarnings", "warnings.simplefilter"}
+)
 
 
 @dataclasses.dataclass
@@ -84,6 +90,17 @@ def _inert(node: ast.AST | None) -> bool:
     return True
 
 
+def _is_setting(stmt: ast.stmt) -> bool:
+    """A call kept at the top level: a setting (SETTING_CALLS) or ``X.update(...)`` of a constant,
+    with arguments that are themselves inert."""
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if not isinstance(call, ast.Call):
+        return False
+    name = _dotted(call.func)
+    known = name in SETTING_CALLS or (name.endswith(".update") and "." not in name.removesuffix(".update"))
+    return known and all(_inert(a) for a in [*call.args, *(k.value for k in call.keywords)])
+
+
 def _extends_sys_path(stmt: ast.stmt) -> bool:
     """``sys.path.append(p)``, ``.insert(0, p)`` or ``.extend([p])`` with a path built from paths:
     how readers import one chapter's code from another's folder."""
@@ -110,6 +127,8 @@ def _kept(stmts: list[ast.stmt]) -> list[ast.stmt]:
             out.append(stmt)
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             out.append(stmt)  # a docstring
+        elif _is_setting(stmt):
+            out.append(stmt)
         elif _extends_sys_path(stmt):
             out.append(stmt)  # the folders its imports come from (put back after loading)
         elif isinstance(stmt, ast.Assign | ast.AnnAssign) and _inert(stmt.value):
