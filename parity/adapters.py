@@ -6,6 +6,7 @@ Arrays cross the boundary as NumPy arrays keyed by the project's state_dict voca
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Protocol
 
@@ -169,16 +170,18 @@ class BuggedImpl(NumpyImpl):
     """npgpt with one mistake of the catalog (parity/bugs.py) applied inside every call, so the
     clean reference beside it in the same process runs unpatched (``npgpt check --inject-bug``)."""
 
-    def __init__(self, bug: str, tied: bool = False) -> None:
+    def __init__(self, bug: str | tuple[str, ...], tied: bool = False) -> None:
         super().__init__(tied)
-        self.bug = bug
-        self.name = f"npgpt with {bug}"
+        self.bugs = (bug,) if isinstance(bug, str) else tuple(bug)
+        self.name = f"npgpt with {' and '.join(self.bugs)}"
         for method in ("load", "forward", "generate_greedy", "filter_logits", "data_batches", "loss_and_grads"):
             setattr(self, method, self._patched(getattr(self, method)))
 
     def _patched(self, method):
         def call(*args, **kwargs):
-            with inject(self.bug):
+            with contextlib.ExitStack() as stack:
+                for bug in self.bugs:
+                    stack.enter_context(inject(bug))
                 return method(*args, **kwargs)
 
         return call

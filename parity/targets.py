@@ -117,6 +117,9 @@ def _construct(obj: Any, cfg: GPTConfig, spec: str, said: list[str] | None = Non
         return obj(cfg.to_dict())
     except Exception as exc:
         first = exc
+    unloaded = next((line for line in said or [] if ": not loaded: " in line), "")
+    if unloaded and isinstance(first, NameError | ImportError | AttributeError):
+        raise NpgptError(f"--impl {spec}: {obj.__name__}(cfg) failed with {type(first).__name__}: {first}; {unloaded}")
     own = own_config(obj, cfg)
     if own is not None:
         config, how = own

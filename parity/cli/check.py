@@ -124,7 +124,8 @@ def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, referenc
             continue
         impl = resolve(spec, device)
         with contextlib.redirect_stdout(io.StringIO()):  # the implementation's own prints
-            report = run_check(impl, BuggedImpl(name, tied), cfg, RandomWeights(cfg, seed), ids, targets, "float64", 0)
+            bugs = (name,) if reference_bug is None else (reference_bug, name)  # --gelu erf stays on
+            report = run_check(impl, BuggedImpl(bugs, tied), cfg, RandomWeights(cfg, seed), ids, targets, "float64", 0)
         forward = [r for r in report.rows if r.name.startswith("trf_blocks") or r.name == "logits"]
         if report.error is None and forward and all(r.ok for r in forward):  # the catalog's mistakes are forward ones
             bug = CATALOG[name]
