@@ -40,7 +40,7 @@ from npgpt.data import embedded_text
 from npgpt.errors import NpgptError
 from npgpt.layers import layer_norm
 from npgpt.tokenizer import get_tokenizer
-from parity.adapters import NumpyImpl
+from parity.adapters import TIED, NumpyImpl
 from parity.engine import (
     FILTERS,
     GENERATED,
@@ -101,8 +101,11 @@ def write(
     seq_len: int = 16,
     drop_rate: float = 0.1,
     vocab_size: int | None = None,
+    tied: bool = False,
 ) -> Path:
-    """Run the reference and write a bundle into ``out`` (a new or empty directory)."""
+    """Run the reference and write a bundle into ``out`` (a new or empty directory). ``tied``: the
+    output head IS the token embedding (GPT-2 as OpenAI trained it; picoGPT, llm.c): no
+    ``out_head.weight`` anywhere, its gradient summed into ``tok_emb.weight``'s, one AdamW state."""
     st = _safetensors()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -132,13 +135,15 @@ def write(
         draw_ids(rng, cfg.vocab_size, (batch_size, seq_len)),
     )
     params = random_params(cfg, seed)
+    if tied:
+        del params[TIED]  # the head is tok_emb.weight itself
     inputs = {"input ids": ids, "input targets": targets}
     schedule = list(steps_of(cfg, ids, targets, steps, seed, None))
     for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
         inputs[f"step {s} ids"], inputs[f"step {s} targets"] = step_ids, step_targets
         for site, mask in (masks or {}).items():
             inputs[f"step {s} mask {site}"] = mask.astype(np.uint8)
-    ref = NumpyImpl()
+    ref = NumpyImpl(tied=tied)
     ref.load(cfg, params, np.dtype(np.float64))
     logits, blocks = ref.forward(ids)
     inputs["generate prompt"] = prompt_of(ids)
@@ -197,6 +202,9 @@ def write(
         "data": {"windows": [dict(zip(WINDOW_FIELDS, w, strict=True)) for w in WINDOWS],
                  "rule": "GPTDatasetV1 windows of data token ids, batched in order (no shuffle)"},
         "layout": "the book's GPTModel.state_dict() names (docs/conventions.md); dropout sites in forward order",
+        "tied": tied,
+        "tied_rule": "logits = x @ tok_emb.weight.T; there is no out_head.weight; grad, param and AdamW moments of "
+                     "tok_emb.weight cover both uses (the two gradients summed)" if tied else None,
         "dropout": "train-mode steps multiply by the step's keep masks, scaled by 1/(1 - drop_rate)",
         "tolerances": {f"{d} {k}": {"rtol": t.rtol, "atol": t.atol, "norm": t.norm} for (d, k), t in TABLE.items()},
         "versions": _versions(),

@@ -134,6 +134,17 @@ def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, referenc
     return ""
 
 
+def _sites_off(target, cfg: GPTConfig) -> str:
+    """'; off at att.dropout on both sides' when the implementation cannot take masks at a site."""
+    from npgpt.layers.gpt_model import dropout_sites
+
+    if cfg.drop_rate == 0 or not hasattr(target, "replayed_sites"):
+        return ""
+    replayed = target.replayed_sites(cfg)
+    off = sorted({s.split(".", 2)[-1] for s in dropout_sites(cfg) if s not in replayed})
+    return f"; off at {', '.join(off)} on both sides" if off else ""
+
+
 def write_json(path: str, config: dict, implementation: str, source: str, reports: list[Report]) -> None:
     """The one --json schema of check and golden verify (docs/adapters.md), written atomically."""
     payload = {
@@ -229,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"npgpt vs {target.name} ({device}): {cfg.n_layers} layers, emb {cfg.emb_dim}, {cfg.n_heads} heads, "
         f"vocab {cfg.vocab_size}; {source}; B={args.batch_size}, T={args.seq_len}; {args.steps} AdamW steps "
-        f"with dropout {cfg.drop_rate} (shared masks)"
+        f"with dropout {cfg.drop_rate} (shared masks{_sites_off(target, cfg)})"
         + ("; the reference's GELU is the exact erf form (--gelu erf), not GPT-2's" if args.gelu == "erf" else "")
     )
     reports: list[Report] = []

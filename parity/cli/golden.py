@@ -25,6 +25,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         default=None,
         help="override the preset's vocabulary (gpt2-small: 50257; tiny: 512, a 15 MB bundle)",
     )
+    w.add_argument(
+        "--tied",
+        action="store_true",
+        help="the output head is the token embedding (picoGPT, llm.c): no out_head.weight, gradients summed",
+    )
     v = verbs.add_parser("verify", help="compare an implementation's outputs with a bundle (exit 1 on mismatch)", **fmt)
     v.add_argument("dir", help="the bundle")
     v.add_argument("results", help="your outputs: .safetensors or .npz (or a directory of .safetensors), same names")
@@ -41,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.verb == "write":
         check_values(vars(args))
         out = golden.write(
-            args.dir, args.config, args.steps, args.seed, args.batch_size, args.seq_len, vocab_size=args.vocab_size
-        )
+            args.dir, args.config, args.steps, args.seed, args.batch_size, args.seq_len, vocab_size=args.vocab_size,
+            tied=args.tied,
+        )  # fmt: skip
         print(
             f"{out}: golden bundle written (manifest.json lists every tensor); "
             f"check your outputs with: npgpt golden verify {out} RESULTS"
