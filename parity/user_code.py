@@ -180,7 +180,9 @@ def run_definitions(source: str, filename: str, namespace: dict, where: str = ""
         try:
             exec(code, namespace)
         except (Exception, SystemExit) as exc:  # the reader's statement: reported, the rest still loads
-            if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.If | ast.Try):
+            if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.If | ast.Try) or (
+                isinstance(stmt, ast.Expr) and isinstance(exc, NameError)
+            ):
                 # a value computed from one not run (x_2 = inputs[1]): not run either, not a failure
                 skipped.append(f"{where}line {stmt.lineno}: {_snippet(source, stmt)} (uses what was not run)")
             else:

@@ -224,3 +224,9 @@ def test_a_constant_updated_in_place_is_kept_and_a_computed_update_is_not(tmp_pa
     loaded = load_file(tmp_path / "cfg.py")
     assert vars(loaded.module)["CFG"] == {"emb_dim": 1024, "n_layers": 12} and loaded.errors == []
     assert loaded.skipped == ["line 3: CFG.update(load_from_disk())"]
+
+
+def test_an_update_of_a_constant_made_by_a_call_is_not_run_either(tmp_path):
+    (tmp_path / "cfg.py").write_text("NEW = dict_from_somewhere()\nNEW.update({'emb_dim': 1024})\n")
+    loaded = load_file(tmp_path / "cfg.py")
+    assert loaded.errors == [] and "line 2: NEW.update({'emb_dim': 1024}) (uses what was not run)" in loaded.skipped
