@@ -19,6 +19,7 @@ from parity.adapters import Implementation, draw_masks
 from parity.tolerances import Comparison, Tol, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.torch_module import SUBMODULES
+from parity.user_code import user_raised
 
 # The W_key bias has an exactly zero gradient (adding a constant to every key shifts a row of
 # scores by q.b, which softmax ignores). In float32 each implementation's round-off "gradient"
@@ -246,7 +247,9 @@ def run_check(
             )
         except NpgptError:
             raise  # bad input (unmatched keys ...): one line, exit 2
-        except Exception as exc:  # a crash of the implementation under test is a finding, not a traceback
+        except BaseException as exc:  # a crash of the implementation under test is a finding, not a traceback
+            if not user_raised(exc):
+                raise  # a real Ctrl-C
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             error = f"{impl.name} raised {type(exc).__name__} while {doing[0]}: {first}"
             rows.append(Comparison(error, (), math.inf, math.inf, tolerance(dtype, "model"), False))

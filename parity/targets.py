@@ -24,6 +24,7 @@ from npgpt.errors import NpgptError
 from parity.adapters import TorchImpl
 from parity.hf_model import HFModelImpl, hf_model
 from parity.torch_module import TorchModuleImpl, hf_config
+from parity.user_code import user_raised
 
 BUILTIN = ("torchgpt", "hf", "hf-sdpa")
 
@@ -115,7 +116,9 @@ def _construct(obj: Any, cfg: GPTConfig, spec: str, said: list[str] | None = Non
         return obj(hf_config(cfg))
     try:
         return obj(cfg.to_dict())
-    except Exception as exc:
+    except BaseException as exc:
+        if not user_raised(exc):
+            raise
         first = exc
     unloaded = next((line for line in said or [] if ": not loaded: " in line), "")
     if unloaded and isinstance(first, NameError | ImportError | AttributeError):
@@ -125,7 +128,9 @@ def _construct(obj: Any, cfg: GPTConfig, spec: str, said: list[str] | None = Non
         config, how = own
         try:
             model = obj(config)
-        except Exception as exc:
+        except BaseException as exc:
+            if not user_raised(exc):
+                raise
             raise NpgptError(f"--impl {spec}: {obj.__name__}({how}) failed with {type(exc).__name__}: {exc}") from None
         line = f"{spec}: built with {how}, from the check's shape"
         if said is not None and line not in said:

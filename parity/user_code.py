@@ -50,6 +50,31 @@ SETTING_CALLS = frozenset(
 )
 
 
+_INTERRUPTED = [False]  # a real Ctrl-C arrived (set by the handler watch_interrupts installs)
+
+
+def watch_interrupts() -> None:
+    """Tell a real Ctrl-C from a KeyboardInterrupt the user's code raises itself: the SIGINT
+    handler marks it, then interrupts as Python's default does."""
+    import signal
+
+    def on_sigint(signum: int, frame: object) -> None:
+        _INTERRUPTED[0] = True
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave the default
+        signal.signal(signal.SIGINT, on_sigint)
+
+
+def user_raised(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside the user's code, is that code's failure to report: any
+    Exception, and also SystemExit (``sys.exit()``, ``exit()``), GeneratorExit and a
+    KeyboardInterrupt that no Ctrl-C sent. A checker must never let them end the run as a verdict."""
+    if isinstance(exc, KeyboardInterrupt):
+        return not _INTERRUPTED[0]
+    return isinstance(exc, Exception | SystemExit | GeneratorExit)
+
+
 @dataclasses.dataclass
 class Loaded:
     """What loading one file gave: its module, the statements not run, the statements that raised."""
@@ -179,7 +204,9 @@ def run_definitions(source: str, filename: str, namespace: dict, where: str = ""
         code = compile(ast.Module([stmt], []), filename, "exec", flags=flags, dont_inherit=True)
         try:
             exec(code, namespace)
-        except (Exception, SystemExit) as exc:  # the reader's statement: reported, the rest still loads
+        except BaseException as exc:  # the reader's statement: reported, the rest still loads
+            if not user_raised(exc):
+                raise
             if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.If | ast.Try) or (
                 isinstance(stmt, ast.Expr) and isinstance(exc, NameError)
             ):

@@ -28,6 +28,7 @@ from parity.book import targets
 from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
+from parity.user_code import user_raised
 
 TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
 
@@ -239,14 +240,18 @@ def attempt(
         built = target.build(obj, case)
         if subs is not None:
             built = subs(built, case)
-    except Exception as exc:
+    except BaseException as exc:
+        if not user_raised(exc):
+            raise
         return Attempt([], construct_error=f"{_call(target, case)} raised {type(exc).__name__}: {_first_line(exc)}")
     ref = target.reference(case, np.dtype(dtype))
     try:
         got = target.run(built, case, torch, tdtype)
     except UnusableError as exc:
         return Attempt([], error=str(exc))
-    except Exception as exc:
+    except BaseException as exc:
+        if not user_raised(exc):
+            raise
         return Attempt([], error=_raised(exc))
     return Attempt(compare_outputs(target, got, ref, dtype, strict), got=got, ref=ref)
 
@@ -492,7 +497,9 @@ def _missing_layer(target: Target, obj: Any, case: Case) -> str:
         return ""
     try:
         names = [k.lower() for k, _ in target.build(obj, case).named_parameters()]
-    except Exception:
+    except BaseException as exc:
+        if not user_raised(exc):
+            raise
         return ""  # the attempt reports it
     if any(k.startswith("out_proj.") for k in names):
         return ""
@@ -593,7 +600,9 @@ def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
             out.append(
                 _equality("SelfAttention_v1 == _v2", "after the book's weight transfer (v1 = v2.weight.T)", rows)
             )
-        except Exception as exc:
+        except BaseException as exc:
+            if not user_raised(exc):
+                raise
             out.append(Finding("SelfAttention_v1 == _v2", "FAIL", _raised(exc)))
     if "MultiHeadAttentionWrapper" in found and "MultiHeadAttention" in found:
         try:

@@ -71,28 +71,49 @@ def add_debug_flag(sub: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
     """Run one subcommand with the exit codes of docs/conventions.md: an NpgptError (bad input)
     is one line and 2; any other exception is an internal error, one line naming where its
-    traceback was written (printed instead with --debug) and 3."""
+    traceback was written (printed instead with --debug) and 3. A verdict (check, check-book,
+    golden verify) never exits 0 without a comparison, nor when the code under test ended the run
+    itself (``sys.exit()``, a KeyboardInterrupt no Ctrl-C sent): that is 3, a crash of that code."""
+    from parity.tolerances import COMPARED
+    from parity.user_code import user_raised, watch_interrupts
+
+    verdict = args.command in ("check", "check-book") or getattr(args, "verb", None) == "verify"
+    watch_interrupts()
+    compared = COMPARED[0]
     try:
-        return runners[args.command](args)
+        code = runners[args.command](args)
     except NpgptError as exc:
         print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-            where = "above"
-        else:
-            fd, log = tempfile.mkstemp(prefix="npgpt-crash-", suffix=".log")
-            with os.fdopen(fd, "w") as f:
-                traceback.print_exc(file=f)
-            where = f"in {log} (or rerun with --debug)"
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(
-            f"npgpt {args.command}: internal error: {type(exc).__name__}: {first}; traceback {where}. "
-            "This is a bug in npgpt: please report it with that traceback",
-            file=sys.stderr,
-        )
+        return _internal_error(args, exc)
+    except BaseException as exc:
+        if not (verdict and user_raised(exc)):
+            raise
+        print(f"npgpt {args.command}: the code under test raised {type(exc).__name__}({exc}); no verdict (exit 3)")
         return 3
+    if verdict and code == 0 and COMPARED[0] == compared:
+        print(f"npgpt {args.command}: nothing was compared, so nothing passed (exit 3)", file=sys.stderr)
+        return 3
+    return code
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+        where = "above"
+    else:
+        fd, log = tempfile.mkstemp(prefix="npgpt-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        where = f"in {log} (or rerun with --debug)"
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    print(
+        f"npgpt {args.command}: internal error: {type(exc).__name__}: {first}; traceback {where}. "
+        "This is a bug in npgpt: please report it with that traceback",
+        file=sys.stderr,
+    )
+    return 3
 
 
 class StopRequest:
