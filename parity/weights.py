@@ -109,12 +109,26 @@ def save_weights(
 
 
 def check_destination(path: str | Path, overwrite: bool = False) -> None:
-    """Refuse a destination that exists (a file, unless ``overwrite``; a directory, always)."""
+    """Refuse a destination that exists (a file, unless ``overwrite``; a directory, always; anything
+    else, such as a device, a FIFO or a socket, always: --force replaces a regular file only)."""
     path = Path(path)
     if path.is_dir():
         raise NpgptError(f"{path} is an existing directory; name a new directory or a .safetensors/.npz/.pth file")
+    if path.exists() and not path.is_file():
+        raise NpgptError(
+            f"{path} exists and is not a regular file (a device, FIFO or socket); choose another destination"
+        )
     if path.exists() and not overwrite:
         raise NpgptError(f"{path} exists; pass --force to replace it, or choose another destination")
+
+
+def check_finite(params: dict[str, np.ndarray], what: str, fix: str) -> None:
+    """Weights that hold NaN or inf are bad input: one line naming the first such tensor and its count."""
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            raise NpgptError(f"{what}: {name} holds {bad:,} non-finite values (NaN or inf) of {value.size:,}; {fix}")
 
 
 # --- OpenAI TensorFlow checkpoint -------------------------------------------------------------

@@ -218,9 +218,12 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         if args.vocab_size is not None:
             raise NpgptError(f"--vocab-size shapes random weights; {args.weights} has its own, drop --vocab-size")
-        from parity.weights import load_weights
+        from parity.weights import check_finite, load_weights
 
         cfg, params = load_weights(args.weights)
+        check_finite(
+            params, f"--weights {args.weights}", "weights to check must be finite: NaN on both sides would pass"
+        )
         source = f"weights {args.weights}"
     else:
         vocab = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}

@@ -23,7 +23,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     c.add_argument("src")
     c.add_argument("dst")
     c.add_argument("--format", choices=list(FORMATS), default=None, help="default: from DST")
-    c.add_argument("--force", action="store_true", help="replace an existing DST file (never a directory)")
+    c.add_argument("--force", action="store_true", help="replace an existing DST regular file (never a directory)")
+    c.add_argument(
+        "--allow-nonfinite", action="store_true", help="convert weights that hold NaN or inf (refused by default)"
+    )
     return {"download": run_download, "convert": run_convert}
 
 
@@ -36,13 +39,15 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from parity.weights import check_destination, load_weights, save_weights
+    from parity.weights import check_destination, check_finite, load_weights, save_weights
 
     src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
     if src == dst or dst in src.parents:
         raise NpgptError(f"DST {args.dst} is SRC or contains it; write the converted weights somewhere else")
     check_destination(dst, args.force)  # before the (possibly slow) load
     cfg, params = load_weights(args.src)
+    if not args.allow_nonfinite:
+        check_finite(params, args.src, "pass --allow-nonfinite to convert them anyway")
     out = save_weights(args.dst, cfg, params, args.format, overwrite=args.force)
     n = sum(v.size for v in params.values())
     print(f"{args.src} -> {out}: {len(params)} tensors, {n:,} numbers ({cfg.n_layers} layers, emb {cfg.emb_dim})")
