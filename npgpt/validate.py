@@ -26,7 +26,7 @@ _RULES: dict[str, tuple[float, bool, float, bool, bool]] = {
     "max_steps": (1, True, math.inf, False, True),
     "grad_accum": (1, True, math.inf, False, True),
     "top_k": (1, True, math.inf, False, True),
-    "seed": (0, True, math.inf, False, True),
+    "seed": (0, True, 2**63 - 1, True, True),  # torch's and NumPy's generators take 64-bit seeds
     "warmup_steps": (0, True, math.inf, False, True),
     "sample_tokens": (0, True, math.inf, False, True),
     "max_new_tokens": (0, True, math.inf, False, True),

@@ -287,8 +287,9 @@ def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         return st.load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise NpgptError(f"{path}: cannot read it as safetensors/npz ({exc})") from None
+    except Exception as exc:  # a truncated or damaged file: safetensors raises its own SafetensorError
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise NpgptError(f"{path}: cannot read it as safetensors/npz ({type(exc).__name__}: {first})") from None
 
 
 def _typed(name: str, tensor: np.ndarray) -> np.ndarray:

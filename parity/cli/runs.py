@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -68,6 +69,20 @@ def add_debug_flag(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print internal tracebacks")
 
 
+# the machine's answers that are not bugs in npgpt: exit 2, with what to do
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free some space, or write somewhere else",
+    errno.EDQUOT: "free some space, or write somewhere else",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.EACCES: "no permission: choose a path you can write",
+    errno.EPERM: "no permission: choose a path you can write",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory: name a file",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ENOENT: "no such file or directory",
+}
+
+
 def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
     """Run one subcommand with the exit codes of docs/conventions.md: an NpgptError (bad input)
     is one line and 2; any other exception is an internal error, one line naming where its
@@ -84,6 +99,12 @@ def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
         code = runners[args.command](args)
     except NpgptError as exc:
         print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal_error(args, exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"npgpt {args.command}: error: {where}{exc.strerror} ({ENVIRONMENT_ERRNOS[exc.errno]})", file=sys.stderr)
         return 2
     except Exception as exc:
         return _internal_error(args, exc)
