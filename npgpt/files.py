@@ -5,12 +5,15 @@ why torchgpt may borrow it (docs/contributing.md, "Import boundaries")."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,41 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         p.unlink(missing_ok=True)
         print(f"npgpt: removed {p}, left by an interrupted save", file=sys.stderr)
     return stale
+
+
+LOCK = ".npgpt-run.lock"  # in a run directory: held (flock) by the one run writing there
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[None]:
+    """Hold an advisory lock on the run directory ``out`` (created if needed) while the block runs:
+    a second run into the same directory, new or resumed, is refused with the holder's pid instead
+    of deleting the first run's live temporaries as "left by an interrupted save". The kernel
+    releases the lock when the process dies, so a killed run never blocks the next one."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise NpgptError(f"--out {out}: cannot write there ({exc.strerror}); choose another directory") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise NpgptError(
+                f"--out {out} is in use by another npgpt run (pid {holder}); let it end, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # refused before it wrote anything: no trace
+            (out / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        os.close(fd)  # releases the lock
 
 
 def atomic_write(path: str | Path, write: Any) -> None:

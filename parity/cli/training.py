@@ -5,9 +5,13 @@ install runs all three."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
+from typing import Any
 
 from npgpt.errors import NpgptError
+from npgpt.files import run_lock
 from npgpt.validate import check_values
 from parity.cli import torch_flags
 from parity.cli.runs import DefaultsHelp, Runner
@@ -112,9 +116,18 @@ def _runners(args: argparse.Namespace):
 
 def _runner(name: str) -> Runner:
     def run(args: argparse.Namespace) -> int:
-        return getattr(_runners(args), f"run_{name}")(args)
+        if name != "train":
+            return getattr(_runners(args), f"run_{name}")(args)
+        with _locked(args.out):
+            return _runners(args).run_train(args)
 
     return run
+
+
+def _locked(out: str) -> contextlib.AbstractContextManager[None]:
+    """The run directory's lock (npgpt.files.run_lock), taken by one process: under torchrun the
+    rank-0 process holds it for all ranks."""
+    return run_lock(out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -127,6 +140,11 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.out == DEFAULT_OUT:
         args.out = "runs/demo"
     out = Path(args.out)
+    with _locked(args.out):
+        return _demo(args, runners, out)
+
+
+def _demo(args: argparse.Namespace, runners: Any, out: Path) -> int:
     marker = out / DEMO_MARKER
     if (out / runners.CHECKPOINT).exists() and not args.resume:
         if not marker.is_file():

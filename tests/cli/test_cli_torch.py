@@ -87,7 +87,8 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert "DDP over 2 process(es), gloo" in ddp.stdout
     assert ddp.stdout.count("Ep 1 (Step 000000)") == 1  # only rank 0 logs
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pth", "history.json", "losses.png"]
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert files == [".npgpt-run.lock", "checkpoint.pth", "history.json", "losses.png"]  # the lock: npgpt.files
     one, two = (load_checkpoint(tmp_path / d / "checkpoint.pth") for d in ("one", "two"))
     assert one["next_step"] == two["next_step"] == 3
     for k, v in one["model_state_dict"].items():
