@@ -37,7 +37,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         text = str(exc).strip()
-        if "Unsupported global" in text:  # a real pickle of Python objects, refused (garbage says "operand")
+        # a real pickle of Python objects, refused (garbage says "operand"); torch 2.13 writes "GLOBAL"
+        if "unsupported global" in text.lower():
             raise NpgptError(
                 f"{path} needs pickle to load (it holds Python objects besides tensors), which is refused for "
                 "safety; save a plain state_dict instead, or convert it from a trusted copy"

@@ -50,7 +50,7 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each option's default, except where there is none to show (None, False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False):
+        if action.default is None or action.default is False:  # (not `in`: 0 == False would hide a 0)
             return action.help
         return super()._get_help_string(action)
 

@@ -18,10 +18,18 @@ from parity.cli.runs import DefaultsHelp, Runner
 
 DEMO_MARKER = ".npgpt-demo"
 DEFAULT_OUT = "runs/npgpt"
+DEMO_OUT = "runs/demo"
 
 
 def _add_train_args(
-    p: argparse.ArgumentParser, *, config: str, context_length: int, epochs: int, lr: float, start_context: str
+    p: argparse.ArgumentParser,
+    *,
+    config: str,
+    context_length: int,
+    epochs: int,
+    lr: float,
+    start_context: str,
+    out: str = DEFAULT_OUT,
 ) -> None:
     p.add_argument("--text", help="UTF-8 training text (default: a short story embedded in npgpt)")
     p.add_argument(
@@ -55,7 +63,7 @@ def _add_train_args(
     p.add_argument("--initial-lr", type=float, default=3e-5, help="lr at the start of the warmup")
     p.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine decay")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (appendix D: 1.0)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="directory for the checkpoint, losses.png, history.json")
+    p.add_argument("--out", default=out, help="directory for the checkpoint, losses.png, history.json")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
 
@@ -75,7 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         "demo", help="train a tiny model on the embedded story (a few seconds on two CPU cores), then generate", **fmt
     )
     # tiny's 512-token vocabulary spends about two characters a token: its whole context of 64
-    _add_train_args(demo, config="tiny", context_length=64, epochs=40, lr=2e-3, start_context="The lighthouse keeper")
+    _add_train_args(
+        demo, config="tiny", context_length=64, epochs=40, lr=2e-3, start_context="The lighthouse keeper", out=DEMO_OUT
+    )
     gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
     gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
     gen.add_argument("--prompt", default="Every effort moves you")
@@ -137,8 +147,6 @@ def run_demo(args: argparse.Namespace) -> int:
     first's files (never a directory the demo did not make). It saves one checkpoint, at the end."""
     check_values(vars(args))  # a bad value is refused before the earlier demo's files are replaced
     runners = _runners(args)
-    if args.out == DEFAULT_OUT:
-        args.out = "runs/demo"
     out = Path(args.out)
     with _locked(args.out):
         return _demo(args, runners, out)

@@ -1,0 +1,33 @@
+"""Small traps from the reliability trial: a default of 0 hidden in --help, demo's --help naming
+train's folder, a malicious pickle reported as 'corrupt' on the pinned torch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from parity.cli import main
+
+
+def help_of(capsys, command: str) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_a_default_of_zero_and_the_demos_own_folder(capsys):
+    assert "linear warmup steps (appendix D: 20% of them) (default: 0)" in help_of(capsys, "train")
+    demo = help_of(capsys, "demo")
+    assert "(default: runs/demo)" in demo and "runs/npgpt" not in demo
+
+
+def test_a_malicious_pickle_is_refused_as_such_not_called_corrupt(tmp_path):
+    torch = pytest.importorskip("torch")
+    from npgpt.errors import NpgptError
+    from torchgpt.checkpoint import load_checkpoint
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"model_state_dict": {}, "payload": os.system}, evil)  # a global: code pickle would run
+    with pytest.raises(NpgptError, match=r"needs pickle to load .* refused for safety"):
+        load_checkpoint(evil)
