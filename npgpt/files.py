@@ -30,7 +30,10 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     pattern = re.compile(re.escape(path.name + TMP_TAG) + r"[a-z0-9_]{8}\.tmp")
     stale = [p for p in path.parent.glob(f"{glob.escape(path.name + TMP_TAG)}*.tmp") if pattern.fullmatch(p.name)]
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)  # an OpenAI checkpoint directory that was being written
+        else:
+            p.unlink(missing_ok=True)
         print(f"npgpt: removed {p}, left by an interrupted save", file=sys.stderr)
     return stale
 

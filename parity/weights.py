@@ -27,7 +27,7 @@ import numpy as np
 from npgpt.checkpoint import load_checkpoint, save_checkpoint
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
-from npgpt.files import atomic_write
+from npgpt.files import TMP_TAG, atomic_write, remove_stale_temporaries
 from npgpt.params import check_params
 from parity.mapping import KNOWN_HEADS, from_gpt2, gpt2_to_hf_names, hf_to_gpt2_names, to_gpt2
 
@@ -165,7 +165,8 @@ def _save_openai(model_dir: Path, cfg: GPTConfig, params: dict[str, np.ndarray])
     tf = _tf()
     tensors = {f"model/{k}": np.asarray(v, dtype=np.float32) for k, v in to_gpt2(cfg, params, True).items()}
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=model_dir.name + ".", suffix=".tmp"))
+    remove_stale_temporaries(model_dir)  # a killed convert's directory, by its tag
+    tmp = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=model_dir.name + TMP_TAG, suffix=".tmp"))
     try:
         graph = tf.Graph()
         with graph.as_default():

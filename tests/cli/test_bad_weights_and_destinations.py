@@ -67,3 +67,18 @@ def test_convert_force_never_replaces_a_fifo(capsys, tmp_path):
     code, text = run(capsys, "convert", src, link, "--force")
     assert code == 2 and "is not a regular file" in text and link.is_symlink(), text
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_killed_openai_converts_directory_is_removed_by_the_next(capsys, tmp_path):
+    pytest.importorskip("tensorflow")
+    src = tmp_path / "w.npz"
+    save_weights(src, TINY, random_params(TINY, 0))
+    stale = tmp_path / "124M.npgpt-partial-abcd1234.tmp"  # what a kill -9 during the save leaves
+    stale.mkdir()
+    (stale / "model.ckpt.data-00000-of-00001").write_bytes(b"x" * 1000)
+    mine = tmp_path / "124M.backup.tmp"  # not ours: stays
+    mine.mkdir()
+    code, text = run(capsys, "convert", src, tmp_path / "124M")
+    assert code == 0 and not stale.exists() and mine.is_dir(), text
+    assert "left by an interrupted save" in text
+    assert not [p for p in tmp_path.iterdir() if "npgpt-partial" in p.name]
