@@ -60,6 +60,12 @@ def parse(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, argv
     args = parser.parse_args(argv)
     own = sub.choices[args.command]
     args.run_defaults = {a.dest: own.get_default(a.dest) for a in own._actions}
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    args.given = {  # flags typed on the command line, even at their default value
+        a.dest
+        for a in own._actions
+        if any(t == o or t.startswith(o + "=") for o in a.option_strings if o.startswith("--") for t in tokens)
+    }
     return args
 
 
@@ -183,11 +189,11 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt: Path) -> None:
     """A resumed run keeps the hyperparameters it was started with. A flag given on this command
     line with another value is refused, by name, rather than silently ignored."""
-    defaults = getattr(args, "run_defaults", {})
+    defaults, given = getattr(args, "run_defaults", {}), getattr(args, "given", set())
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {v})"
         for k, v in saved.items()
-        if k in defaults and getattr(args, k, None) not in (defaults[k], v)
+        if k in defaults and getattr(args, k, None) != v and (k in given or getattr(args, k, None) != defaults[k])
     ]
     if conflicts:
         raise NpgptError(

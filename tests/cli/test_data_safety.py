@@ -279,6 +279,10 @@ def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, monkeypatch, ca
     assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--lr", "0.1", "--eval-freq", "3"]) == 2
     err = capsys.readouterr().err
     assert "--lr 0.1 (the run has 0.0004), --eval-freq 3 (the run has 5)" in err and err.count("\n") == 1, err
+    # a flag typed at its default value, where the run has another, is refused too (not silently ignored)
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--config", "gpt2-small"]) == 2
+    assert "--config gpt2-small (the run has tiny)" in capsys.readouterr().err
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--config=tiny"]) == 0  # the run's own value
     assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--max-steps", "1"]) == 0  # not a run setting
 
 
