@@ -19,7 +19,7 @@ from parity.adapters import Implementation, draw_masks
 from parity.tolerances import Comparison, Tol, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.torch_module import SUBMODULES
-from parity.user_code import user_raised
+from parity.user_code import time_limit, user_raised
 
 # The W_key bias has an exactly zero gradient (adding a constant to every key shifts a row of
 # scores by q.b, which softmax ignores). In float32 each implementation's round-off "gradient"
@@ -411,12 +411,35 @@ def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None
         store.put(name.format(key), value)
 
 
+class _Limited:
+    """The implementation under test with each call under the time limit (``--timeout``): a call
+    that hangs becomes a crash row naming it, not a silent run."""
+
+    CALLS = ("load", "forward", "generate_greedy", "filter_logits", "data_batches", "loss_and_grads")
+    CALLS += ("init_optimizer", "optimizer_step", "state")
+
+    def __init__(self, impl: Implementation) -> None:
+        self._impl = impl
+
+    def __getattr__(self, name: str):
+        value = getattr(self._impl, name)
+        if name not in self.CALLS or not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with time_limit(f"{self._impl.name}.{name}"):
+                return value(*args, **kwargs)
+
+        return call
+
+
 def _compare(
     impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed, rows, doing
 ) -> Report:
     """``rows`` fills as tensors are compared; ``doing[0]`` names the call in progress (for the
     report when the implementation raises)."""
     dt = np.dtype(dtype)
+    impl = _Limited(impl)
     # a user's module in float64 is also held to check-book's tier (1e-7) where it misses the strict
     # one: the book's GELU builds sqrt(2/pi) in float32; the report says which rows needed it
     lenient = dt == np.float64 and getattr(impl, "user_code", False)

@@ -24,7 +24,7 @@ from npgpt.errors import NpgptError
 from parity.adapters import TorchImpl
 from parity.hf_model import HFModelImpl, hf_model
 from parity.torch_module import TorchModuleImpl, hf_config
-from parity.user_code import user_raised
+from parity.user_code import time_limit, user_raised
 
 BUILTIN = ("torchgpt", "hf", "hf-sdpa")
 
@@ -115,7 +115,8 @@ def _construct(obj: Any, cfg: GPTConfig, spec: str, said: list[str] | None = Non
     if _is_hf_class(obj):
         return obj(hf_config(cfg))
     try:
-        return obj(cfg.to_dict())
+        with time_limit(f"{spec}: {obj.__name__}(cfg)"):
+            return obj(cfg.to_dict())
     except BaseException as exc:
         if not user_raised(exc):
             raise

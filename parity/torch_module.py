@@ -22,7 +22,7 @@ from npgpt.errors import NpgptError
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
 from npgpt.layers.transformer_block import ATT_DROP, SHORTCUT_DROP_1, SHORTCUT_DROP_2
 from parity.mapping import from_gpt2, gpt2_to_hf_names, hf_to_gpt2_names, to_gpt2
-from parity.user_code import user_raised
+from parity.user_code import time_limit, user_raised
 
 SUBMODULES = ("norm1", "att", "norm2", "ff")  # the book's names, in forward order
 
@@ -251,7 +251,7 @@ class TorchModuleImpl:
         ]
         try:
             module.train()
-            with torch.no_grad(), self._no_sdpa_dropout():
+            with torch.no_grad(), self._no_sdpa_dropout(), time_limit(f"{self.name}: a train-mode forward"):
                 self.layout.logits(module, torch.zeros((1, min(2, cfg.context_length)), dtype=torch.long))
         except BaseException as exc:
             if not user_raised(exc):

@@ -50,6 +50,38 @@ SETTING_CALLS = frozenset(
 )
 
 
+class CallTimeoutError(Exception):
+    """The user's code ran past its time limit (``--timeout``): reported as that call's failure."""
+
+
+TIMEOUT = [120.0]  # seconds one call into the user's code may take (0: no limit); set by --timeout
+
+
+@contextlib.contextmanager
+def time_limit(what: str, seconds: float | None = None) -> Iterator[None]:
+    """Raise CallTimeoutError inside the block after ``seconds`` (default TIMEOUT[0]): a loop in the
+    user's code becomes a FAIL that says what was running, not a silent hang. Main thread only
+    (SIGALRM); elsewhere, and with 0, no limit."""
+    import signal
+    import threading
+
+    limit = TIMEOUT[0] if seconds is None else seconds
+    if not limit or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CallTimeoutError(f"{what} took longer than {limit:g} s (--timeout)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 _INTERRUPTED = [False]  # a real Ctrl-C arrived (set by the handler watch_interrupts installs)
 
 
@@ -203,7 +235,8 @@ def run_definitions(source: str, filename: str, namespace: dict, where: str = ""
     for stmt in kept:
         code = compile(ast.Module([stmt], []), filename, "exec", flags=flags, dont_inherit=True)
         try:
-            exec(code, namespace)
+            with time_limit(f"{where}line {stmt.lineno}"):
+                exec(code, namespace)
         except BaseException as exc:  # the reader's statement: reported, the rest still loads
             if not user_raised(exc):
                 raise

@@ -28,7 +28,7 @@ from parity.book import targets
 from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
-from parity.user_code import user_raised
+from parity.user_code import CallTimeoutError, time_limit, user_raised
 
 TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
 
@@ -166,7 +166,9 @@ def _near_miss(name: str, book_name: str) -> bool:
 
 def _raised(exc: BaseException) -> str:
     """What the reader's code raised; a check-book finding (the object cannot be run as the book's) as itself."""
-    return _first_line(exc) if isinstance(exc, UnusableError) else f"raised {type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, UnusableError | CallTimeoutError):
+        return _first_line(exc)
+    return f"raised {type(exc).__name__}: {_first_line(exc)}"
 
 
 def _cut(text: str, width: int = 160) -> str:
@@ -223,6 +225,9 @@ def compare_outputs(
     return rows
 
 
+_HUNG: dict[tuple[str, int], str] = {}  # (book name, the reader's object) -> its time-out, this run
+
+
 def attempt(
     target: Target,
     obj: Any,
@@ -235,9 +240,12 @@ def attempt(
     run it and the reference, compare."""
     import torch
 
+    if (target.name, id(obj)) in _HUNG:  # once past its time limit, it is not waited for again
+        return Attempt([], error=_HUNG[(target.name, id(obj))])
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     try:
-        built = target.build(obj, case)
+        with time_limit(f"building {target.name} for {case}"):
+            built = target.build(obj, case)
         if subs is not None:
             built = subs(built, case)
     except BaseException as exc:
@@ -246,12 +254,15 @@ def attempt(
         return Attempt([], construct_error=f"{_call(target, case)} raised {type(exc).__name__}: {_first_line(exc)}")
     ref = target.reference(case, np.dtype(dtype))
     try:
-        got = target.run(built, case, torch, tdtype)
+        with time_limit(f"{target.name} on {case} ({dtype})"):
+            got = target.run(built, case, torch, tdtype)
     except UnusableError as exc:
         return Attempt([], error=str(exc))
     except BaseException as exc:
         if not user_raised(exc):
             raise
+        if isinstance(exc, CallTimeoutError):
+            _HUNG[(target.name, id(obj))] = _raised(exc)
         return Attempt([], error=_raised(exc))
     return Attempt(compare_outputs(target, got, ref, dtype, strict), got=got, ref=ref)
 
@@ -649,6 +660,7 @@ def check_book(
         raise NpgptError(f"--only {', '.join(unknown)}: not a name check-book knows; it knows {', '.join(TARGETS)}")
     loaded = load_reader(path)
     found = loaded.found
+    _HUNG.clear()
     findings = []
     dtypes = list(dtypes)
     targets.READER_MODEL = found.get("GPTModel")  # for the functions that need the reader's own model's methods

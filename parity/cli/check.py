@@ -22,6 +22,7 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
 from npgpt.validate import check_values
+from parity import user_code
 from parity.bugs import CATALOG
 from parity.cli.runs import DefaultsHelp, Runner
 from parity.engine import RandomWeights, Report, Spill, draw_ids, run_check
@@ -71,6 +72,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
     p.add_argument("--json", help="also write every row to this JSON file")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds one call into the implementation under test may take (0: no limit)",
+    )
     p.add_argument("--quiet", action="store_true", help="one line per component instead of one per tensor")
     p.add_argument(
         "--inject-bug",
@@ -198,6 +205,9 @@ def check_report_path(path: str | None, key: str = "reports", what: str = "npgpt
 
 def run(args: argparse.Namespace) -> int:
     check_values(vars(args))
+    if not args.timeout >= 0:
+        raise NpgptError(f"--timeout {args.timeout}: give seconds, 0 or more (0: no limit)")
+    user_code.TIMEOUT[0] = args.timeout
     if args.inject_bug and args.impl != "torchgpt":
         raise NpgptError(f"--inject-bug checks npgpt with the mistake against npgpt; drop --impl {args.impl}")
     if args.inject_bug and args.gelu == "erf":

@@ -39,12 +39,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     p.add_argument("--examples", type=int, default=30, help="cases Hypothesis draws per name and dtype")
     p.add_argument("--example", help="check one case only, e.g. B=1,T=2,H=1,D=2,seed=0 (from a report)")
     p.add_argument("--json", help="also write the findings to this JSON file")
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds one call into your code may take (0: no limit)"
+    )
     return {"check-book": run}
 
 
 def run(args: argparse.Namespace) -> int:
     if args.examples < 1:
         raise NpgptError(f"--examples {args.examples}: give at least 1")
+    if not args.timeout >= 0:
+        raise NpgptError(f"--timeout {args.timeout}: give seconds, 0 or more (0: no limit)")
+    from parity import user_code
+
+    user_code.TIMEOUT[0] = args.timeout
     check_report_path(args.json, key="findings", what="npgpt check-book")
     try:
         import torch  # noqa: F401
