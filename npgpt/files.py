@@ -42,7 +42,7 @@ LOCK = ".npgpt-run.lock"  # in a run directory: held (flock) by the one run writ
 
 
 @contextlib.contextmanager
-def run_lock(out: str | Path) -> Iterator[None]:
+def run_lock(out: str | Path, who: str = "run") -> Iterator[None]:
     """Hold an advisory lock on the run directory ``out`` (created if needed) while the block runs:
     a second run into the same directory, new or resumed, is refused with the holder's pid instead
     of deleting the first run's live temporaries as "left by an interrupted save". The kernel
@@ -60,7 +60,7 @@ def run_lock(out: str | Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise NpgptError(
-                f"--out {out} is in use by another npgpt run (pid {holder}); let it end, or choose another --out"
+                f"{out} is in use by another npgpt {who} (pid {holder}); let it end, or choose another directory"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

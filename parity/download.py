@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from npgpt.errors import NpgptError
+from npgpt.files import run_lock
 from npgpt.tokenizer import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256
 
 OPENAI_BASE = "https://openaipublic.blob.core.windows.net/gpt-2/models"
@@ -50,7 +52,37 @@ EXPECTED_BYTES = {
 }
 EXPECTED_SHA256 = {"encoder.json": ENCODER_JSON_SHA256, "vocab.bpe": VOCAB_BPE_SHA256}
 MANIFEST = "SHA256SUMS"
+BACKOFF = 0.5  # seconds, times 2**attempt (at most 10x): between retries of a failed or cut request
 CHUNK = 1 << 20
+
+
+RETRY_STATUS = (429, 500, 502, 503, 504)  # the server is busy or failing for now: try again, with backoff
+
+
+def content_problem(name: str, path: Path) -> str | None:
+    """Why the bytes at ``path`` are not what ``name`` claims to be, or None: an HTML page (a login
+    or error page served with 200), JSON that does not parse, a TF checkpoint pointer or BPE merges
+    file without its header, a safetensors file whose header does not parse."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        if name.endswith(".safetensors") and len(head) >= 8:
+            n = int.from_bytes(head[:8], "little")  # the header's length, then the JSON header
+            if len(head) < 8 + n < (1 << 27):
+                head += f.read(8 + n - len(head))
+    if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "is an HTML page, not the file (an error or login page served in its place)"
+    try:
+        if name.endswith(".json"):
+            json.loads(path.read_bytes())
+        elif name == "checkpoint" and b"model_checkpoint_path" not in head:
+            return "is not a TensorFlow checkpoint pointer (no model_checkpoint_path)"
+        elif name == "vocab.bpe" and not head.startswith(b"#version"):
+            return "is not GPT-2's merges file (no #version header)"
+        elif name.endswith(".safetensors"):
+            json.loads(head[8 : 8 + int.from_bytes(head[:8], "little")])
+    except (ValueError, UnicodeDecodeError):
+        return f"does not parse as {'JSON' if name.endswith('.json') else 'a safetensors header'}"
+    return None
 
 
 def sha256_file(path: Path) -> str:
@@ -135,6 +167,10 @@ def fetch(url: str, dest: Path, expected_bytes: int | None = None, retries: int 
             if exc.code == 416 and offset:  # Range past the end: the part file is stale
                 part.unlink()
                 continue
+            if exc.code in RETRY_STATUS and attempt < retries:
+                attempt += 1
+                time.sleep(min(2.0**attempt, 10.0) * BACKOFF)
+                continue
             raise NpgptError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -149,7 +185,7 @@ def fetch(url: str, dest: Path, expected_bytes: int | None = None, retries: int 
                     f"download of {dest.name} interrupted at {done:,} bytes ({reason}); "
                     "run the same command again to resume"
                 ) from None
-            time.sleep(min(2.0**attempt, 10.0) * 0.1)
+            time.sleep(min(2.0**attempt, 10.0) * BACKOFF)
             continue
         got = part.stat().st_size
         want = expected_bytes if expected_bytes is not None else total
@@ -164,6 +200,11 @@ def fetch(url: str, dest: Path, expected_bytes: int | None = None, retries: int 
         if want is not None and got != want:
             part.unlink()
             raise NpgptError(f"{dest.name} is {got:,} bytes, expected {want:,}; removed it, run the command again")
+        if want is None:  # no Content-Length and none published: a connection closed early looks the same
+            raise NpgptError(
+                f"{dest.name}: the server sent no size and none is published, so the {got:,} bytes received cannot "
+                f"be verified; kept as {part.name}. Run the command again, or copy the file in by hand"
+            )
         os.replace(part, dest)
         return
 
@@ -187,7 +228,11 @@ def download(
         files = {name: f"{base_url or HF_BASE}/{HF_REPOS[model_size]}/resolve/main/{name}" for name in HF_FILES}
     else:
         raise NpgptError(f"unknown source {source!r}; use openai or hf")
-    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, who="download"):  # two downloads into one folder: the second is refused
+        return _download_into(folder, files, model_size, retries)
+
+
+def _download_into(folder: Path, files: dict[str, str], model_size: str, retries: int) -> Path:
     sums = _read_manifest(folder)
     for name, url in files.items():
         dest = folder / name
@@ -204,10 +249,14 @@ def download(
         fetch(url, new, expected, retries)
         digest = sha256_file(new)
         if name in EXPECTED_SHA256 and digest != EXPECTED_SHA256[name]:
-            bad = _move_aside(new)
+            bad = _move_aside(new, dest)
             raise NpgptError(
                 f"{name} from {url} has the wrong sha256 (corrupted); kept it as {bad.name}, run the command again"
             )
+        problem = content_problem(name, new)
+        if problem is not None:  # only verified bytes reach the manifest
+            bad = _move_aside(new, dest)
+            raise NpgptError(f"{name} from {url} {problem}; kept it as {bad.name}, nothing recorded as verified")
         if new != dest:
             print(f"{name:<32} replaced; the old file is {_move_aside(dest).name}", file=sys.stderr)
             os.replace(new, dest)
@@ -224,14 +273,16 @@ def _problem(path: Path, size: int | None, sha256: str | None) -> str | None:
         return f"is {got:,} bytes, expected {size:,}"
     if sha256 is not None and sha256_file(path) != sha256:
         return f"does not match {MANIFEST}"
-    return None
+    return content_problem(path.name, path)  # a manifest written from a bad file by an older npgpt
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename ``path`` to ``<name>.bad`` (``.bad.1``, ... if taken); never delete it."""
-    target, n = path.with_name(path.name + ".bad"), 0
+def _move_aside(path: Path, named: Path | None = None) -> Path:
+    """Rename ``path`` to ``<name>.bad`` (``.bad.1``, ... if taken; ``name`` of ``named``, the file
+    it stands for, when given); never delete it."""
+    base = (named or path).name
+    target, n = path.with_name(base + ".bad"), 0
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.bad.{n}")
+        target = path.with_name(f"{base}.bad.{n}")
     os.replace(path, target)
     return target

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class Server:
         self.files = files
         self.drop_after: dict[str, int] = {}  # name -> bytes to send once, then cut the connection
         self.lie_length: dict[str, int] = {}  # name -> Content-Length to announce
+        self.no_length: set[str] = set()  # names served without a Content-Length
+        self.statuses: dict[str, list[int]] = {}  # name -> error statuses to answer first, one per request
         self.ranges: list[str] = []
         server = self
 
@@ -33,6 +36,9 @@ class Server:
                 if name not in server.files:
                     self.send_error(404)
                     return
+                if server.statuses.get(name):
+                    self.send_error(server.statuses[name].pop(0))
+                    return
                 body = server.files[name]
                 start = 0
                 if rng := self.headers.get("Range"):
@@ -43,7 +49,10 @@ class Server:
                 else:
                     self.send_response(200)
                 payload = body[start:]
-                self.send_header("Content-Length", str(server.lie_length.get(name, len(payload))))
+                if name not in server.no_length:
+                    self.send_header("Content-Length", str(server.lie_length.get(name, len(payload))))
+                else:
+                    self.close_connection = True  # the body ends where the connection does
                 self.end_headers()
                 cut = server.drop_after.pop(name, None)
                 self.wfile.write(payload if cut is None else payload[:cut])
@@ -64,6 +73,11 @@ class Server:
 def files(monkeypatch):
     # small stand-ins for the seven OpenAI files; the known sizes/hashes are swapped for theirs
     content = {name: hashlib.sha256(name.encode()).digest() * (50 + i * 40) for i, name in enumerate(dl.OPENAI_FILES)}
+    # the text files hold what they claim to (download checks that they parse)
+    content["checkpoint"] = b'model_checkpoint_path: "model.ckpt"\n' + b" " * 500
+    content["encoder.json"] = json.dumps({f"tok{i}": i for i in range(300)}).encode()
+    content["hparams.json"] = json.dumps({"n_vocab": 50257, "n_ctx": 1024, "n_embd": 768}).encode()
+    content["vocab.bpe"] = b"#version: 0.2\n" + b"a b\n" * 400
     monkeypatch.setattr(
         dl,
         "EXPECTED_BYTES",
@@ -155,12 +169,14 @@ def test_offline_is_a_clear_error(tmp_path):
 def test_hf_source_and_bad_size(tmp_path):
     with pytest.raises(NpgptError, match="not one of"):
         dl.download("7B", tmp_path)
-    srv = Server({"config.json": b'{"n_head": 12}', "model.safetensors": b"0" * 3000})
+    header = json.dumps({"__metadata__": {}}).encode()
+    safetensors = len(header).to_bytes(8, "little") + header + b"0" * 3000  # a header that parses
+    srv = Server({"config.json": b'{"n_head": 12}', "model.safetensors": safetensors})
     try:
         folder = dl.download("124M", tmp_path, source="hf", base_url=srv.url.rsplit("/gpt-2", 1)[0])
     finally:
         srv.close()
-    assert folder == Path(tmp_path) / "hf-124M" and (folder / "model.safetensors").stat().st_size == 3000
+    assert folder == Path(tmp_path) / "hf-124M" and (folder / "model.safetensors").read_bytes() == safetensors
 
 
 def test_files_copied_in_by_hand_are_verified_and_kept_offline(tmp_path, files, capsys):
@@ -189,3 +205,56 @@ def test_a_failing_file_stays_until_its_replacement_arrives(tmp_path, server, fi
     dl.download("124M", tmp_path, base_url=server.url)
     assert (folder / data).read_bytes() == body
     assert (folder / (data + ".bad")).read_bytes() == b"mine" * 1000  # moved aside, never deleted
+
+
+def test_a_file_of_unknown_size_cut_short_is_never_recorded_as_verified(tmp_path, server, files):
+    server.no_length.add("hparams.json")
+    server.drop_after["hparams.json"] = 10  # the connection closes early, without an error
+    with pytest.raises(NpgptError, match=r"no size and none is published.* kept as hparams\.json\.part"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    folder = tmp_path / "124M"
+    assert (
+        not (folder / "hparams.json").exists()
+        and (folder / "hparams.json.part").read_bytes() == files["hparams.json"][:10]
+    )
+    assert "hparams.json" not in dl._read_manifest(folder)
+
+
+def test_an_html_page_served_as_a_file_is_moved_aside_not_verified(tmp_path, server, files):
+    server.files["checkpoint"] = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+    with pytest.raises(NpgptError, match=r"checkpoint .* is an HTML page"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    folder = tmp_path / "124M"
+    assert (folder / "checkpoint.bad").is_file() and not (folder / "checkpoint").exists()
+    assert "checkpoint" not in dl._read_manifest(folder)
+
+
+def test_an_html_file_an_older_run_recorded_is_fetched_again(tmp_path, server, files):
+    folder = tmp_path / "124M"
+    folder.mkdir()
+    (folder / "checkpoint").write_bytes(b"<html>error</html>")
+    dl._write_manifest(folder, {"checkpoint": dl.sha256_file(folder / "checkpoint")})
+    dl.download("124M", tmp_path, base_url=server.url)
+    assert (folder / "checkpoint").read_bytes() == files["checkpoint"] and (folder / "checkpoint.bad").is_file()
+
+
+def test_busy_servers_are_retried_with_backoff(tmp_path, server, files, monkeypatch):
+    monkeypatch.setattr(dl, "BACKOFF", 0.0)
+    server.statuses["model.ckpt.meta"] = [503, 503]
+    dl.download("124M", tmp_path, base_url=server.url)
+    assert (tmp_path / "124M" / "model.ckpt.meta").read_bytes() == files["model.ckpt.meta"]
+    server.statuses["model.ckpt.meta"] = [503] * 10
+    (tmp_path / "124M" / "model.ckpt.meta").unlink()
+    with pytest.raises(NpgptError, match="HTTP 503"):
+        dl.download("124M", tmp_path, base_url=server.url)
+
+
+def test_two_downloads_into_one_folder_the_second_is_refused(tmp_path, server, files):
+    from npgpt.files import run_lock
+
+    (tmp_path / "124M").mkdir()
+    part = tmp_path / "124M" / "model.ckpt.meta.part"
+    part.write_bytes(b"the first download's bytes")
+    with run_lock(tmp_path / "124M", who="download"), pytest.raises(NpgptError, match="in use by another npgpt"):
+        dl.download("124M", tmp_path, base_url=server.url)
+    assert part.read_bytes() == b"the first download's bytes"
