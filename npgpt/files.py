@@ -20,6 +20,7 @@ from typing import Any
 from npgpt.errors import NpgptError
 
 TMP_TAG = ".npgpt-partial-"  # in the name of every temp file atomic_write makes, and only those
+SAVING = [False]  # True while atomic_write writes: a second Ctrl-C/SIGTERM then waits for the save to finish
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
@@ -80,6 +81,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + TMP_TAG, suffix=".tmp")
+    SAVING[0] = True
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -89,6 +91,8 @@ def atomic_write(path: str | Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        SAVING[0] = False
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -67,13 +67,15 @@ def generate(
     rng: np.random.Generator | None = None,
     use_cache: bool = True,
     on_logits: Callable[[np.ndarray], object] | None = None,
+    on_token: Callable[[np.ndarray], object] | None = None,
 ) -> np.ndarray:
     """Chapter 5's ``generate``: idx (B, T) -> (B, T + n) with n <= max_new_tokens.
 
     Greedy (argmax) when ``temperature`` is 0, otherwise samples from the softmax of the
     filtered logits with ``rng``. Stops early when every row's next token is ``eos_id`` (which is
     not appended, as in the book). Runs the model in eval mode and restores its mode after.
-    ``on_logits``, if given, sees each step's next-token logits (B, V) before filtering.
+    ``on_logits``, if given, sees each step's next-token logits (B, V) before filtering;
+    ``on_token`` each step's new tokens (B, 1) once appended (to stream them).
     """
     if top_k is not None and not 1 <= top_k <= model.cfg.vocab_size:
         raise NpgptError(f"top_k={top_k} must be between 1 and vocab_size={model.cfg.vocab_size}")
@@ -103,6 +105,8 @@ def generate(
             if eos_id is not None and np.all(idx_next == eos_id):
                 break
             idx = np.concatenate([idx, idx_next.astype(idx.dtype)], axis=1)  # (B, T + 1)
+            if on_token is not None:
+                on_token(idx_next)
     finally:
         model.train(was_training)
     return idx

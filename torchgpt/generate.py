@@ -63,13 +63,15 @@ def generate(
     use_cache: bool = False,
     generator: torch.Generator | None = None,
     on_logits: Callable[[torch.Tensor], object] | None = None,
+    on_token: Callable[[torch.Tensor], object] | None = None,
 ) -> torch.Tensor:
     """Chapter 5's ``generate``; greedy at temperature 0, multinomial sampling otherwise.
 
     Stops when every row's next token is ``eos_id`` (not appended). ``use_cache`` feeds only the
     new token each step; when the window slides past the context the cache is refilled from
     the cropped window, so the tokens are those of the uncached loop. ``on_logits``, if given,
-    sees each step's next-token logits (B, V) before filtering.
+    sees each step's next-token logits (B, V) before filtering; ``on_token`` each step's new tokens
+    (B, 1) once appended (to stream them).
     """
     _check_ids(model, idx)
     if top_k is not None and not 1 <= top_k <= model.tok_emb.num_embeddings:
@@ -98,4 +100,6 @@ def generate(
         if eos_id is not None and bool((idx_next == eos_id).all()):
             break
         idx = torch.cat((idx, idx_next), dim=1)
+        if on_token is not None:
+            on_token(idx_next)
     return idx

@@ -26,6 +26,7 @@ from parity.cli.runs import (
     config_overrides,
     finish_run,
     stop_on_signals,
+    streamed,
     text_sha256,
 )
 
@@ -115,17 +116,18 @@ def run_generate(args: argparse.Namespace) -> int:
     model = GPTModel(cfg, params=params).eval()
     tokenizer = get_tokenizer(cfg.vocab_size)
     ids = text_to_token_ids(args.prompt, tokenizer)
-    out = generate(
-        model,
-        ids,
-        args.max_new_tokens,
-        cfg.context_length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        eos_id=None if args.no_eos else tokenizer.eot_token,
-        rng=np.random.default_rng(args.seed),
-        use_cache=not args.no_cache,
-    )
-    print(token_ids_to_text(out, tokenizer))
+    with streamed(tokenizer, token_ids_to_text(ids, tokenizer)) as printer:  # each token as it comes
+        generate(
+            model,
+            ids,
+            args.max_new_tokens,
+            cfg.context_length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            eos_id=None if args.no_eos else tokenizer.eot_token,
+            rng=np.random.default_rng(args.seed),
+            use_cache=not args.no_cache,
+            on_token=printer,
+        )
     return 0

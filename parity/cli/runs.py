@@ -4,6 +4,7 @@ training run (history, loss plot, how to continue). Both implementations' runner
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import hashlib
@@ -17,6 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from npgpt import files
 from npgpt.errors import NpgptError
 from npgpt.plot import plot_losses
 from npgpt.validate import check_values
@@ -106,6 +110,8 @@ def run_command(args: argparse.Namespace, runners: dict[str, Runner]) -> int:
     except NpgptError as exc:
         print(f"npgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except InterruptedGenerationError:
+        return 130  # the tokens so far are printed
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _internal_error(args, exc)
@@ -167,6 +173,12 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.signum is not None:
+            if files.SAVING[0]:  # aborting now would lose the checkpoint being written: finish it, then stop
+                print(
+                    f"\n{signal.Signals(signum).name}: finishing the checkpoint being saved, then stopping",
+                    file=sys.stderr,
+                )
+                return
             raise KeyboardInterrupt
         stop.signum = signum
         name = signal.Signals(signum).name
@@ -202,6 +214,45 @@ def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt:
         )
     for name, value in saved.items():
         setattr(args, name, value)
+
+
+class TokenPrinter:
+    """Streams a generation to stdout: the prompt, then each token's text as it comes (bytes
+    through an incremental UTF-8 decoder, so a character split across tokens prints whole)."""
+
+    def __init__(self, tokenizer: Any, prompt: str) -> None:
+        self.tokenizer, self.count = tokenizer, 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+
+    def __call__(self, idx_next: Any) -> None:
+        token = int(np.asarray(idx_next.cpu() if hasattr(idx_next, "cpu") else idx_next).reshape(-1)[0])
+        sys.stdout.write(self.decoder.decode(self.tokenizer.decode_single_token_bytes(token)))
+        sys.stdout.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        sys.stdout.write(self.decoder.decode(b"", final=True) + "\n")
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def streamed(tokenizer: Any, prompt: str) -> Iterator[TokenPrinter]:
+    """A TokenPrinter; Ctrl-C ends the generation with what was printed kept (exit 130, raised as
+    InterruptedGenerationError for the command to return)."""
+    printer = TokenPrinter(tokenizer, prompt)
+    try:
+        yield printer
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"interrupted after {printer.count} tokens", file=sys.stderr)
+        raise InterruptedGenerationError from None
+    printer.close()
+
+
+class InterruptedGenerationError(Exception):
+    """Ctrl-C during generate: the tokens so far were printed; the command exits 130."""
 
 
 def text_sha256(text: str) -> str:

@@ -26,6 +26,7 @@ from parity.cli.runs import (
     config_overrides,
     finish_run,
     stop_on_signals,
+    streamed,
     text_sha256,
 )
 from torchgpt import distributed
@@ -205,17 +206,18 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.seed is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
     ids = text_to_token_ids(args.prompt, tokenizer).to(device)
-    out = generate(
-        model,
-        ids,
-        args.max_new_tokens,
-        cfg.context_length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        eos_id=None if args.no_eos else tokenizer.eot_token,
-        top_p=args.top_p,
-        use_cache=not args.no_cache,
-        generator=generator,
-    )
-    print(token_ids_to_text(out.cpu(), tokenizer))
+    with streamed(tokenizer, token_ids_to_text(ids.cpu(), tokenizer)) as printer:  # each token as it comes
+        generate(
+            model,
+            ids,
+            args.max_new_tokens,
+            cfg.context_length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            eos_id=None if args.no_eos else tokenizer.eot_token,
+            top_p=args.top_p,
+            use_cache=not args.no_cache,
+            generator=generator,
+            on_token=printer,
+        )
     return 0

@@ -47,3 +47,26 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
     holder.wait()
     with run_lock(out):  # taken at once: the kernel released the dead process's lock
         assert (out / LOCK).read_text().strip() == str(os.getpid())
+
+
+def test_a_second_sigterm_during_a_save_finishes_the_save_and_exits_143(capsys, tmp_path, monkeypatch):
+    """Two SIGTERMs arrive while the checkpoint is being written: the save completes (a loadable
+    checkpoint), then the run stops with 143, no traceback."""
+    import npgpt.files
+    from npgpt.checkpoint import load_checkpoint
+
+    real_fsync, sent = npgpt.files.os.fsync, []
+
+    def fsync_under_signals(fd):
+        if not sent:  # the first save: both signals land in the middle of it
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(npgpt.files.os, "fsync", fsync_under_signals)
+    out = tmp_path / "run"
+    code, text = run(capsys, "train", "--config", "tiny", "--context-length", "16", "--eval-freq", "1", "--out", out)
+    assert code == 143 and "finishing the checkpoint being saved, then stopping" in text, text
+    assert "Traceback" not in text
+    load_checkpoint(out / "checkpoint.npz")  # whole and loadable
