@@ -1,4 +1,4 @@
-# One virtual environment, pinned by constraints.txt. `make demo` is the main job, `make test` the tests.
+# One virtual environment, pinned by constraints.txt. `make check` is the main job, `make demo` the quick look, `make test` the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test,torch,hf,openai,jax
