@@ -15,5 +15,6 @@ def diverged(what: str, value: float, step: int, checkpoint: str | None, kept_st
         kept = f"{checkpoint} from step {kept_step} is kept, unchanged"
     return NpgptError(
         f"{what} became {value} at step {step}; stopped without saving, {kept}; "
-        "lower --lr or set --grad-clip, and check --weight-decay"
+        "resume the kept checkpoint with a lower lr or with clipping (npgpt train --resume --override lr=... or "
+        "--override grad_clip=1.0), or start again with a lower --lr"
     )

@@ -94,7 +94,10 @@ def run_train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             should_stop=should_stop,
             sample_tokens=args.sample_tokens,
-            meta={"args": {k: getattr(args, k) for k in RUN_FLAGS}, "text_sha256": text_sha256(text)},
+            meta={
+                "args": {k: getattr(args, k) for k in RUN_FLAGS} | {"overridden": getattr(args, "overridden", [])},
+                "text_sha256": text_sha256(text),
+            },
             save_on_eval=getattr(args, "save_on_eval", True),
         )
     history = {

@@ -198,9 +198,32 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"context_length": args.context_length, "drop_rate": args.drop_rate, **vocab}
 
 
+OVERRIDABLE = {"lr": float, "grad_clip": float}  # what --resume --override may change mid-run
+
+
+def parse_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """--override KEY=VALUE pairs, checked: only with --resume, only OVERRIDABLE keys, valid values."""
+    pairs = getattr(args, "override", None) or []
+    if pairs and not args.resume:
+        raise NpgptError("--override changes a resumed run; add --resume (a new run takes --lr, --grad-clip directly)")
+    out: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in OVERRIDABLE:
+            raise NpgptError(f"--override {pair}: write KEY=VALUE with KEY one of {', '.join(OVERRIDABLE)}")
+        try:
+            out[key] = OVERRIDABLE[key](value)
+        except ValueError:
+            raise NpgptError(f"--override {pair}: {value!r} is not a number") from None
+    check_values(out)
+    return out
+
+
 def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt: Path) -> None:
     """A resumed run keeps the hyperparameters it was started with. A flag given on this command
-    line with another value is refused, by name, rather than silently ignored."""
+    line with another value is refused, by name, rather than silently ignored; ``--override
+    lr=...`` (OVERRIDABLE) changes one on purpose, and the run records it in ``overridden``."""
     defaults, given = getattr(args, "run_defaults", {}), getattr(args, "given", set())
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {v})"
@@ -212,7 +235,13 @@ def apply_saved_run_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt:
             f"{', '.join(conflicts)}: a resumed run keeps the settings saved in {ckpt}; drop these flags, "
             "or start a new run in another --out"
         )
+    overrides = parse_overrides(args)
     for name, value in saved.items():
+        setattr(args, name, value)
+    args.overridden = list(saved.get("overridden", []))
+    for name, value in overrides.items():
+        print(f"--override: {name} {getattr(args, name)} -> {value} from here on (recorded in the run)")
+        args.overridden.append({"flag": name, "from": getattr(args, name), "to": value})
         setattr(args, name, value)
 
 
@@ -263,6 +292,8 @@ def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, st
     """Shared end of ``train`` for both implementations: history.json, the loss plot, and how to
     continue a paused run."""
     out = Path(args.out)
+    if getattr(args, "overridden", None):
+        history = {**history, "overridden": args.overridden}  # --resume --override, in order
     (out / "history.json").write_text(json.dumps(history))
     epochs_seen = [i * args.eval_freq / steps_per_epoch for i in range(len(history["train_losses"]))]
     plot = plot_losses(

@@ -129,6 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
     if speed["compile"]:
         trained = torch.compile(trained)
     run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *torch_flags.NAMES) if hasattr(args, k)}
+    run_args["overridden"] = getattr(args, "overridden", [])  # --resume --override, in order
     meta = {"args": run_args, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
 
     kept_step = start_step if state is not None else None  # the checkpoint on disk, for honest messages

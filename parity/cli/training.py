@@ -14,7 +14,7 @@ from npgpt.errors import NpgptError
 from npgpt.files import run_lock
 from npgpt.validate import check_values
 from parity.cli import torch_flags
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, parse_overrides
 
 DEMO_MARKER = ".npgpt-demo"
 DEFAULT_OUT = "runs/npgpt"
@@ -65,6 +65,12 @@ def _add_train_args(
     p.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (appendix D: 1.0)")
     p.add_argument("--out", default=out, help="directory for the checkpoint, losses.png, history.json")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --resume: change lr or grad_clip from here on (after a divergence); recorded in the run",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps this call (resume later)")
 
 
@@ -128,6 +134,7 @@ def _runner(name: str) -> Runner:
     def run(args: argparse.Namespace) -> int:
         if name != "train":
             return getattr(_runners(args), f"run_{name}")(args)
+        parse_overrides(args)  # --override without --resume, or a key it cannot change: refused first
         with _locked(args.out):
             return _runners(args).run_train(args)
 

@@ -311,3 +311,24 @@ def test_a_demo_with_a_bad_value_keeps_the_earlier_demo(tmp_path, monkeypatch, c
     assert main(["demo", "--vocab-size", "0"]) == 2
     assert "--vocab-size 0: must be an integer >= 1" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "demo").iterdir()} == before
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resume_override_changes_lr_on_purpose_and_records_it(tmp_path, monkeypatch, capsys, impl):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *IMPLS[impl], *RUN, "--max-steps", "2", "--out", "run"]) == 0
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--max-steps", "1", "--override", "lr=1e-4"]) == 0
+    assert "--override: lr 0.0004 -> 0.0001 from here on" in capsys.readouterr().out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["overridden"] == [{"flag": "lr", "from": 0.0004, "to": 0.0001}]
+    assert history["lrs"][-1] == pytest.approx(1e-4) and history["lrs"][0] == pytest.approx(4e-4)  # it took effect
+    # the next resume keeps the new lr as the run's own: --lr 1e-4 is no conflict, the old value is
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--max-steps", "1", "--lr", "1e-4"]) == 0
+    assert main(["train", *IMPLS[impl], "--out", "run", "--resume", "--lr", "0.0004"]) == 2
+    capsys.readouterr()
+    for bad in (["--override", "lr=1e-4"], ["--resume", "--override", "epochs=3"], ["--resume", "--override", "lr=x"]):
+        assert main(["train", *IMPLS[impl], "--out", "run", *bad]) == 2
+    err = capsys.readouterr().err
+    assert "add --resume" in err and "KEY one of lr, grad_clip" in err and "'x' is not a number" in err
