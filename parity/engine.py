@@ -90,15 +90,16 @@ class Report:
             lines += [f"-- {component}", *(r.row() for r in rows)]
         return "\n".join([head, "-" * len(head), *lines, *self.notes])
 
-    def summary(self) -> str:
-        """One line per component: how many tensors, the verdict, the largest relative error."""
+    def summary(self, notes: bool = True) -> str:
+        """One line per component: how many tensors, the verdict, the largest relative error (then
+        the notes, unless ``notes`` is False)."""
         lines = []
         for component, rows in self.by_component().items():
             bad = [r for r in rows if not r.ok]
             worst = max((r.max_rel for r in rows if not any(z in r.name for z in ZERO_GRADIENT)), default=0.0)
             verdict = f"FAIL ({len(bad)}; first {bad[0].name})" if bad else "PASS"
             lines.append(f"{component:<26} {len(rows):5d} tensors  {verdict}  largest rel {worst:.1e}")
-        return "\n".join([*lines, *self.notes])
+        return "\n".join([*lines, *(self.notes if notes else [])])
 
 
 # component of a row, from the parameter or output name it mentions (first match wins)

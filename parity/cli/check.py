@@ -306,8 +306,10 @@ def print_report(report: Report, dtype: str, seconds: float | None, quiet: bool)
     print(f"\n== {dtype}: {len(report.rows)} tensors compared{took} ==")
     if quiet:
         print(report.summary())
-    else:
+    else:  # every tensor, then the per-component summary: the verdict and what it rests on come last
         print(report.table())
+        print(f"\n-- {dtype} by component")
+        print(report.summary(notes=False))
     worst = ", ".join(f"{k} {a:.1e}/{r:.1e}" for k, (a, r) in report.worst().items())
     print(f"largest error by kind (abs/rel): {worst}")
     first = report.first_failure

@@ -63,3 +63,11 @@ def test_a_verdict_with_no_comparison_is_never_a_pass(capsys, monkeypatch):
     before = COMPARED[0]
     code, text = run(capsys, "check", "--config", "tiny")
     assert code == 3 and "nothing was compared" in text and COMPARED[0] == before
+
+
+def test_the_report_ends_with_its_summary_by_component_and_the_verdict(capsys):
+    code, text = run(capsys, "check", "--config", "tiny", "--steps", "1")
+    lines = [line for line in text.splitlines() if not line.startswith("  [")]  # progress lines are stderr
+    summary = lines.index("-- float64 by component")
+    assert code == 0 and summary > len(lines) - 20, lines[-20:]
+    assert lines[summary + 1].startswith("data pipeline") and lines[-2].startswith("float64: PASS, all ")
