@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from npgpt import workspace
 from npgpt.config import GPTConfig, as_config
 from npgpt.errors import NpgptError
 from npgpt.layers import cross_entropy, gpt_model, transformer_block
@@ -22,7 +23,9 @@ class GPTModel:
 
     ``params`` is a flat dict keyed like the book's ``state_dict()``. Dropout is active after
     ``train()`` and draws masks from ``self.rng`` unless ``masks`` are given; ``eval()`` turns
-    it off. A new model starts in train mode, like an nn.Module. ``attention="blocked"`` runs
+    it off. A new model starts in train mode, like an nn.Module. ``reuse_grad_buffers=True`` writes
+    each call's weight gradients into the previous call's arrays (a training loop's choice: the
+    gradients returned are valid until the next call). ``attention="blocked"`` runs
     the block-skipping attention (same function and gradients, less memory and work at long
     contexts; npgpt/layers/blocked_attention.py); the default is the book's.
     """
@@ -34,6 +37,7 @@ class GPTModel:
         dtype: np.dtype | type = np.float32,
         params: dict[str, np.ndarray] | None = None,
         attention: str = "plain",
+        reuse_grad_buffers: bool = False,
     ) -> None:
         if attention not in transformer_block.ATTENTIONS:
             raise NpgptError(f"attention={attention!r}: choose one of {', '.join(transformer_block.ATTENTIONS)}")
@@ -44,6 +48,9 @@ class GPTModel:
         self.rng = np.random.default_rng(seed)  # dropout masks
         self.training = True
         self.last_masks: dict[str, np.ndarray] = {}
+        # reuse_grad_buffers: each call writes its weight gradients into the last call's arrays
+        # (npgpt/workspace.py): no fresh gigabyte a step, but a call's grads last until the next call
+        self.workspace = workspace.Workspace() if reuse_grad_buffers else None
 
     def train(self, mode: bool = True) -> GPTModel:
         self.training = mode
@@ -91,7 +98,8 @@ class GPTModel:
         del logits  # the cross-entropy cache holds the probabilities; free the logits early
         dlogits = cross_entropy.backward(1.0, ce_cache)
         del ce_cache
-        grads = gpt_model.backward(dlogits, cache)
+        with workspace.active(self.workspace):
+            grads = gpt_model.backward(dlogits, cache)
         return float(loss), grads
 
     def _check_targets(self, targets: np.ndarray, ids: np.ndarray) -> np.ndarray:

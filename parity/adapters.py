@@ -85,7 +85,7 @@ class NumpyImpl:
         own = {k: np.array(v, dtype=dtype) for k, v in params.items() if not (self.tied and k == TIED)}
         if self.tied:
             own[TIED] = own["tok_emb.weight"]  # one array, two uses
-        self.model = NpModel(cfg, params=own)
+        self.model = NpModel(cfg, params=own, reuse_grad_buffers=True)  # grads are consumed before the next call
         self.optimizer: NpAdamW | None = None
         self.grads: dict[str, np.ndarray] = {}
         self.taps_: list[dict[str, np.ndarray]] = []

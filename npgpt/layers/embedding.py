@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npgpt import workspace
+
 
 class Cache(NamedTuple):
     ids: np.ndarray  # (B, T) token ids
@@ -52,9 +54,9 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray]:
     ids, V, P, offset = cache
     T, C = dout.shape[1:]
     # tok_embeds = tok_emb[ids]  ->  scatter-add each row of dout into the row of its token
-    dtok_emb = np.zeros((V, C), dtype=dout.dtype)  # (V, C)
+    dtok_emb = workspace.zeros("dtok_emb", (V, C), dout.dtype)  # (V, C); npgpt/workspace.py
     np.add.at(dtok_emb, ids, dout)  # dtok_emb[ids[b, t]] += dout[b, t] for every (b, t), repeats summed
     # x = tok_embeds + pos_embeds[broadcast over B]  ->  dpos = dout summed over B
-    dpos_emb = np.zeros((P, C), dtype=dout.dtype)  # (P, C)
+    dpos_emb = workspace.zeros("dpos_emb", (P, C), dout.dtype)  # (P, C)
     dpos_emb[offset : offset + T] = dout.sum(axis=0)
     return dtok_emb, dpos_emb

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npgpt import workspace  # where dW and db are written: fresh arrays, or last step's (npgpt/workspace.py)
+
 
 class Cache(NamedTuple):
     x: np.ndarray  # (N..., I) input, needed for dW
@@ -47,7 +49,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     dout2 = dout.reshape(-1, dout.shape[-1])  # (N, O)
     # out = x @ W.T  ->  dx = dout @ W,  dW = dout.T @ x  (summed over every leading position)
     dx = (dout2 @ W).reshape(x.shape)  # (N, O) @ (O, I) -> (N..., I)
-    dW = dout2.T @ x2  # (O, N) @ (N, I) -> (O, I)
+    dtype = np.result_type(dout2, x2)
+    dW = np.matmul(dout2.T, x2, out=workspace.empty(("dW", id(W)), W.shape, dtype))  # (O, N) @ (N, I) -> (O, I)
     # out += b  ->  db = sum of dout over every leading position
-    db = dout2.sum(axis=0) if has_bias else None  # (O,)
+    db = dout2.sum(axis=0, out=workspace.empty(("db", id(W)), W.shape[:1], dtype)) if has_bias else None  # (O,)
     return dx, dW, db

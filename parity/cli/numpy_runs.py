@@ -19,6 +19,7 @@ from npgpt.optim import AdamW
 from npgpt.tokenizer import get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
 from npgpt.train import TrainState, load_training, train_model
 from npgpt.validate import check_values
+from npgpt.workspace import Workspace
 from parity.cli.runs import (
     RUN_FLAGS,
     apply_saved_run_flags,
@@ -52,6 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
         optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
         state = TrainState()
     model.attention = "blocked" if args.attention == "blocked" else "plain"  # the same math, chosen per call
+    model.workspace = Workspace()  # each step's gradients into the last step's arrays (npgpt/workspace.py)
     cfg = model.cfg
     tokenizer = get_tokenizer(cfg.vocab_size)  # GPT-2's, or its first merges for a small vocabulary
     check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
