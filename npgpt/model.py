@@ -93,7 +93,8 @@ class GPTModel:
         self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None
     ) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, cross-entropy and the hand-written backward; grads are keyed like ``params``."""
-        logits, cache = self.forward(ids, masks)
+        with workspace.active(self.workspace):  # the linear layers' outputs too: this call's only
+            logits, cache = self.forward(ids, masks)
         loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids))
         del logits  # the cross-entropy cache holds the probabilities; free the logits early
         dlogits = cross_entropy.backward(1.0, ce_cache)

@@ -33,7 +33,8 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> tuple[
     cache : the input and weight (references, no copies).
     """
     x2 = x.reshape(-1, x.shape[-1])  # (N..., I) -> (N, I): one BLAS call for all positions
-    out = (x2 @ W.T).reshape(*x.shape[:-1], W.shape[0])  # (N, I) @ (I, O) -> (N..., O)
+    out = np.matmul(x2, W.T, out=workspace.empty(("out", id(W)), (x2.shape[0], W.shape[0]), np.result_type(x2, W)))
+    out = out.reshape(*x.shape[:-1], W.shape[0])  # (N, I) @ (I, O) -> (N..., O)
     if b is not None:
         out += b  # (N..., O)
     return out, Cache(x, W, b is not None)
@@ -48,7 +49,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     x2 = x.reshape(-1, x.shape[-1])  # (N, I)
     dout2 = dout.reshape(-1, dout.shape[-1])  # (N, O)
     # out = x @ W.T  ->  dx = dout @ W,  dW = dout.T @ x  (summed over every leading position)
-    dx = (dout2 @ W).reshape(x.shape)  # (N, O) @ (O, I) -> (N..., I)
+    dx = np.matmul(dout2, W, out=workspace.empty(("dx", id(W)), x2.shape, np.result_type(dout2, W)))
+    dx = dx.reshape(x.shape)  # (N, O) @ (O, I) -> (N..., I)
     dtype = np.result_type(dout2, x2)
     dW = np.matmul(dout2.T, x2, out=workspace.empty(("dW", id(W)), W.shape, dtype))  # (O, N) @ (N, I) -> (O, I)
     # out += b  ->  db = sum of dout over every leading position
