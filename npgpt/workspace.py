@@ -6,8 +6,10 @@ default check's NumPy side: ~1.3 GB and ~240,000 page faults a call); writing in
 arrays costs none of that and computes the same numbers (the same BLAS call, with ``out=``).
 
 Off unless a caller turns it on around a call (``with workspace.active(ws): ...``), as
-``GPTModel(..., reuse_grad_buffers=True)`` does: the gradients a call returns are then valid until
-the next call, which overwrites them.
+``GPTModel(..., reuse_grad_buffers=True)`` does inside ``loss_and_grads`` (npgpt train turns it on):
+the gradients a call returns are then valid until the next call, which overwrites them. Kept:
+each linear layer's weight and bias gradients and its output, the embeddings' gradients; not kept:
+the input gradients, consumed at once (keeping them saved no time and held more memory).
 """
 
 from __future__ import annotations

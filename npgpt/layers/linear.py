@@ -49,8 +49,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     x2 = x.reshape(-1, x.shape[-1])  # (N, I)
     dout2 = dout.reshape(-1, dout.shape[-1])  # (N, O)
     # out = x @ W.T  ->  dx = dout @ W,  dW = dout.T @ x  (summed over every leading position)
-    dx = np.matmul(dout2, W, out=workspace.empty(("dx", id(W)), x2.shape, np.result_type(dout2, W)))
-    dx = dx.reshape(x.shape)  # (N, O) @ (O, I) -> (N..., I)
+    dx = (dout2 @ W).reshape(x.shape)  # (N, O) @ (O, I) -> (N..., I); consumed at once, so not kept
     dtype = np.result_type(dout2, x2)
     dW = np.matmul(dout2.T, x2, out=workspace.empty(("dW", id(W)), W.shape, dtype))  # (O, N) @ (N, I) -> (O, I)
     # out += b  ->  db = sum of dout over every leading position
