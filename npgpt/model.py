@@ -93,13 +93,12 @@ class GPTModel:
         self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None
     ) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, cross-entropy and the hand-written backward; grads are keyed like ``params``."""
-        with workspace.active(self.workspace):  # the linear layers' outputs too: this call's only
+        with workspace.active(self.workspace):  # arrays of this call only: outputs, loss, gradients
             logits, cache = self.forward(ids, masks)
-        loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids))
-        del logits  # the cross-entropy cache holds the probabilities; free the logits early
-        dlogits = cross_entropy.backward(1.0, ce_cache)
-        del ce_cache
-        with workspace.active(self.workspace):
+            loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids))
+            del logits  # the cross-entropy cache holds the probabilities; free the logits early
+            dlogits = cross_entropy.backward(1.0, ce_cache)
+            del ce_cache
             grads = gpt_model.backward(dlogits, cache)
         return float(loss), grads
 

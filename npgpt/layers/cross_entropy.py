@@ -11,10 +11,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npgpt import workspace
+
 
 class Cache(NamedTuple):
     probs: np.ndarray  # (B, T, V) softmax of the logits
     targets: np.ndarray  # (B, T)
+
+
+def _like(a: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
+    return a.shape, a.dtype
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -30,8 +36,9 @@ def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]
     Returns the loss as a 0-d array of the logits' dtype. The cache keeps the softmax
     probabilities, one (B, T, V) array; backward needs nothing else.
     """
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, T, V)
-    probs = np.exp(shifted)  # (B, T, V), unnormalised
+    # the two (B, T, V) arrays go into the caller's workspace when one is active (npgpt/workspace.py)
+    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=workspace.empty("ce shifted", *_like(logits)))
+    probs = np.exp(shifted, out=workspace.empty("ce probs", *_like(logits)))  # (B, T, V), unnormalised
     sum_exp = probs.sum(axis=-1, keepdims=True)  # (B, T, 1)
     probs /= sum_exp  # (B, T, V)
     target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
@@ -44,7 +51,8 @@ def backward(dloss: float | np.ndarray, cache: Cache) -> np.ndarray:
     """``dlogits = (softmax(logits) - onehot(targets)) * dloss / (B*T)``."""
     probs, targets = cache
     N = targets.size
-    dlogits = probs.copy()  # (B, T, V); the cache is not modified
+    dlogits = workspace.empty("ce dlogits", *_like(probs))  # (B, T, V); the cache is not modified
+    np.copyto(dlogits, probs)
     # loss = mean(logsumexp - logit[target]): d/dlogits = probs - onehot, divided by N for the mean
     np.put_along_axis(
         dlogits, targets[..., None], np.take_along_axis(probs, targets[..., None], axis=-1) - 1.0, axis=-1
