@@ -37,6 +37,7 @@ from pathlib import Path
 INERT_CALLS = frozenset(
     {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bool", "range", "len", "Path"}
     | {"pathlib.Path", "torch.device", "tiktoken.get_encoding", "tiktoken.encoding_for_model"}
+    | {"torch.cuda.is_available", "torch.backends.mps.is_available"}  # the book's device line
 )
 # what a path given to sys.path.append/insert may call (``os.path.abspath("../ch04")``,
 # ``Path(__file__).resolve().parent``): the last part of the called name

@@ -230,3 +230,18 @@ def test_an_update_of_a_constant_made_by_a_call_is_not_run_either(tmp_path):
     (tmp_path / "cfg.py").write_text("NEW = dict_from_somewhere()\nNEW.update({'emb_dim': 1024})\n")
     loaded = load_file(tmp_path / "cfg.py")
     assert loaded.errors == [] and "line 2: NEW.update({'emb_dim': 1024}) (uses what was not run)" in loaded.skipped
+
+
+def test_the_books_device_line_and_tokenizer_line_are_kept(tmp_path):
+    (tmp_path / "ch05.py").write_text(
+        "import tiktoken\nimport torch\n"
+        'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n'
+        'tokenizer = tiktoken.get_encoding("gpt2")\n'
+    )
+    from npgpt.tokenizer import serve_gpt2_offline
+
+    serve_gpt2_offline()  # as check-book does before loading
+    loaded = load_file(tmp_path / "ch05.py")
+    names = vars(loaded.module)
+    assert loaded.errors == [] and loaded.skipped == []
+    assert str(names["device"]) in ("cpu", "cuda") and names["tokenizer"].encode("Hello") == [15496]
