@@ -16,7 +16,7 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers.cross_entropy import softmax
 from parity.adapters import Implementation, draw_masks
-from parity.tolerances import Comparison, Tol, tolerance
+from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.torch_module import SUBMODULES
 from parity.user_code import time_limit, user_raised
@@ -26,7 +26,6 @@ from parity.user_code import time_limit, user_raised
 # (~1e-9) is comparable to AdamW's eps, so AdamW moves that bias in a round-off-determined
 # direction: after k steps it is not comparable between ANY two implementations. Its gradient is
 # still compared (and is ~0 in both); only its float32 post-step state is left out, and said so.
-ZERO_GRADIENT = ("att.W_key.bias",)
 BOOK_TIER = tolerance("float64", "book")
 
 

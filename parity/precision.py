@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from npgpt.config import GPTConfig
+from parity.tolerances import ZERO_GRADIENT
 
 FLOOR = 2.0**-24  # float32's unit round-off: below it a baseline error says nothing
 # What the FlashAttention authors allow (2x the baseline's error); docs/conventions.md records
@@ -33,7 +34,6 @@ FLOOR = 2.0**-24  # float32's unit round-off: below it a baseline error says not
 MULTIPLE = 2.0
 METRICS = ("logits", "loss", "grads", "grad_worst")  # reported
 JUDGED = ("logits", "grads", "grad_worst")
-ZERO_GRADIENT = ("att.W_key.bias",)  # true gradient exactly 0: relative error is round-off/round-off
 
 
 @dataclasses.dataclass(frozen=True)

@@ -179,7 +179,8 @@ def hf_config(cfg: GPTConfig, attention: str = "eager") -> Any:
     )
 
 
-def _get(module: Any, path: str) -> Any:
+def get_path(module: Any, path: str) -> Any:
+    """The sub-module at a dotted ``path`` (``trf_blocks.0.att``), or None where a part is missing."""
     for part in path.split("."):
         module = getattr(module, part, None) if not part.isdigit() else module[int(part)]
         if module is None:
@@ -189,7 +190,7 @@ def _get(module: Any, path: str) -> Any:
 
 def _set(module: Any, path: str, value: Any) -> None:
     parent, _, name = path.rpartition(".")
-    setattr(_get(module, parent) if parent else module, name, value)
+    setattr(get_path(module, parent) if parent else module, name, value)
 
 
 class _Converted(Mapping[str, np.ndarray]):
@@ -299,7 +300,7 @@ class TorchModuleImpl:
         found = {
             site
             for where, site in self._dropout_paths(cfg)
-            if isinstance(_get(module, where), torch.nn.Dropout) and (called is None or where in called)
+            if isinstance(get_path(module, where), torch.nn.Dropout) and (called is None or where in called)
         }
         return [s for s in dropout_sites(cfg) if s in found]
 
@@ -368,10 +369,10 @@ class TorchModuleImpl:
 
             return hook
 
-        blocks = _get(self.module, self.layout.blocks)
+        blocks = get_path(self.module, self.layout.blocks)
         for i, block in enumerate(blocks):
             for ours, theirs in zip(SUBMODULES, self.layout.submodules, strict=True):
-                sub = _get(block, theirs)
+                sub = get_path(block, theirs)
                 if sub is not None:
                     sub.register_forward_hook(keep((i, ours)))
             block.register_forward_hook(keep((i, "block")))
@@ -396,12 +397,12 @@ class TorchModuleImpl:
         p = self.cfg.drop_rate
         self._replayed = self._replayable(self.module, self.cfg)
         for where, _ in self._dropout_paths(self.cfg):
-            if isinstance(_get(self.module, where), torch.nn.Dropout):
+            if isinstance(get_path(self.module, where), torch.nn.Dropout):
                 _set(self.module, where, ReplayDropout(p))
         # every other nn.Dropout would draw its own masks: switched off, and said so
         stray = [n for n, m in self.module.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
         for n in stray:
-            _get(self.module, n).p = 0.0
+            get_path(self.module, n).p = 0.0
         order = dropout_sites(self.cfg)
         off = sorted({s.split(".", 2)[-1] for s in order if s not in self._replayed})
         if p > 0 and off:

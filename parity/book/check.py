@@ -28,6 +28,7 @@ from parity.book import targets
 from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
+from parity.torch_module import get_path
 from parity.user_code import CallTimeoutError, time_limit, user_raised
 
 TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
@@ -300,14 +301,6 @@ def _reference_function(book_name: str) -> Any:
     return {"GPTDatasetV1": GPTDatasetV1, "calc_loss_batch": calc_loss_batch}[book_name]
 
 
-def _get(module: Any, path: str) -> Any:
-    for part in path.split("."):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
-    return module
-
-
 def _extra_parameters(module: Any) -> list[str]:
     """The parameters of a sub-module's forward beyond the book's single input."""
     try:
@@ -326,10 +319,10 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
         for path, book_name in target.swaps:
             paths = [path]
             if "{i}" in path:
-                container = _get(module, path.split(".{i}")[0])
+                container = get_path(module, path.split(".{i}")[0])
                 paths = [path.format(i=i) for i in range(len(container))] if container is not None else []
             for p in paths:
-                own = _get(module, p)
+                own = get_path(module, p)
                 if own is None:
                     continue
                 extra = _extra_parameters(own)
@@ -340,7 +333,7 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
                     )
                     continue
                 parent, _, leaf = p.rpartition(".")
-                setattr(_get(module, parent) if parent else module, leaf, _reference_class(book_name, case))
+                setattr(get_path(module, parent) if parent else module, leaf, _reference_class(book_name, case))
         return module
 
     def swap_globals(fn: Any, case: Case) -> Any:
