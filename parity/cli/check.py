@@ -121,7 +121,7 @@ def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, referenc
     outputs (every block, the logits) pass on the tiny config in float64: one line, or "" when none
     does. Seconds, not minutes."""
     from parity.adapters import BuggedImpl
-    from parity.targets import resolve
+    from parity.implementations import resolve
 
     cfg = GPTConfig.preset("tiny", qkv_bias=True)
     rng = np.random.default_rng(seed)
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.json)
     try:
         from parity.adapters import BuggedImpl, NumpyImpl
-        from parity.targets import resolve
+        from parity.implementations import resolve
         from torchgpt.device import pick_device
     except ImportError as exc:
         if exc.name == "torch":
