@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -141,6 +142,34 @@ def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, referenc
     return ""
 
 
+class TimeLeft:
+    """An estimate of the time left, from the engine's progress lines: within a side, the steps so
+    far give the rate of the rest; while the reference runs, the implementation under test is
+    assumed to take as long as the reference will (its setup, then its steps)."""
+
+    STEP = re.compile(r": step (\d+)/(\d+)$")
+
+    def __init__(self, t0: float) -> None:
+        self.side_start, self.step1, self.second_side = t0, t0, False
+
+    def after(self, msg: str) -> str:
+        now = time.perf_counter()
+        if msg.endswith(": running and comparing"):  # the reference is done: the other side starts
+            self.side_start, self.second_side = now, True
+        match = self.STEP.search(msg)
+        if not match:
+            return ""
+        k, n = int(match[1]), int(match[2])
+        if k == 1:
+            self.step1 = now
+            return ""
+        per_step = (now - self.step1) / (k - 1)
+        rest = per_step * (n - k)
+        if not self.second_side:
+            rest += (self.step1 - self.side_start) + per_step * (n - 1)  # the other side, alike
+        return f" (~{rest:.0f} s left)"
+
+
 def _sites_off(target, cfg: GPTConfig) -> str:
     """'; off at att.dropout on both sides' when the implementation cannot take masks at a site."""
     from npgpt.layers.gpt_model import dropout_sites
@@ -266,10 +295,15 @@ def run(args: argparse.Namespace) -> int:
                 spilled.put(key, params.pop(key))
         for dtype in dtypes:
             t0 = time.perf_counter()
+            left = TimeLeft(t0)
 
-            def progress(msg: str, dtype: str = dtype, t0: float = t0) -> None:
+            def progress(msg: str, dtype: str = dtype, t0: float = t0, left: TimeLeft = left) -> None:
                 elapsed = time.perf_counter() - t0
-                print(f"  [{dtype} {elapsed:5.1f} s, peak {_peak_gb():.1f} GB] {msg}", file=sys.stderr, flush=True)
+                print(
+                    f"  [{dtype} {elapsed:5.1f} s, peak {_peak_gb():.1f} GB] {msg}{left.after(msg)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             tied = getattr(target, "tied", False)
             reference = BuggedImpl("exact-gelu", tied) if args.gelu == "erf" else NumpyImpl(tied=tied)

@@ -71,3 +71,17 @@ def test_the_report_ends_with_its_summary_by_component_and_the_verdict(capsys):
     summary = lines.index("-- float64 by component")
     assert code == 0 and summary > len(lines) - 20, lines[-20:]
     assert lines[summary + 1].startswith("data pipeline") and lines[-2].startswith("float64: PASS, all ")
+
+
+def test_the_progress_lines_estimate_the_time_left(monkeypatch):
+    import parity.cli.check as check_cli
+
+    clock = iter([10.0, 12.0, 13.0, 30.0, 40.0, 41.0])  # reference: setup 2 s, then 1 s a step
+    monkeypatch.setattr(check_cli.time, "perf_counter", lambda: next(clock))
+    left = check_cli.TimeLeft(0.0)
+    assert left.after("npgpt: running the reference") == ""
+    assert left.after("npgpt: step 1/3") == ""  # no rate yet
+    assert left.after("npgpt: step 2/3") == " (~15 s left)"  # 1 step here + the other side: 12 s setup + 2 steps
+    assert left.after("torchgpt: running and comparing") == ""
+    assert left.after("torchgpt: step 1/3") == ""
+    assert left.after("torchgpt: step 2/3") == " (~1 s left)"  # its own rate, one step to go
