@@ -230,14 +230,24 @@ DROP_RATE = 0.1
 
 
 def _module_target(
-    name, chapter, build, weights, x_of, ref, bug_components=(), swaps=(), tier="component", dropout=None
-):
+    name: str,
+    chapter: int,
+    *,
+    build: Callable[[Any, Case], Any],
+    weights: Callable[[Case], dict[str, np.ndarray]],
+    inputs: Callable[..., np.ndarray],
+    ref: Callable,
+    bugs: tuple[str, ...] = (),
+    swaps: tuple[tuple[str, str], ...] = (),
+    tier: str = "component",
+    dropout: tuple[str, Callable[[Case], int]] | None = None,
+) -> Target:
     """A class checked in eval mode (output, gradients); with ``dropout`` (its attention-weight
     dropout module's name, and its number of heads) also in train mode, the reader's dropout
     replaced by one that applies the reference's keep mask: where the dropout sits is compared."""
 
     def run(obj, case, torch, dtype):
-        x = x_of(case, _np(dtype, torch))
+        x = inputs(case, _np(dtype, torch))
         got = run_module(obj, weights(case), x, 5, case, torch, dtype)
         if dropout is not None:
             attribute, heads = dropout
@@ -249,7 +259,7 @@ def _module_target(
         return got
 
     def reference(case, dtype):
-        x = x_of(case, dtype)
+        x = inputs(case, dtype)
         out, back = ref(x, _cast(weights(case), dtype), case)
         dout = _x(case, dtype, 5, out.shape)
         outputs = {"output": out, **back(dout)}
@@ -258,7 +268,7 @@ def _module_target(
             outputs[TRAIN_OUTPUT] = ref(x, params, case, keep=_keep_mask(case, dropout[1](case)))[0]
         return outputs
 
-    return Target(name, chapter, "module", build, run, reference, bug_components, swaps, tier)
+    return Target(name, chapter, "module", build, run, reference, bugs, swaps, tier)
 
 
 def _keep_mask(case: Case, heads: int) -> np.ndarray:
@@ -432,28 +442,47 @@ def _single(case: Case, dtype: np.dtype) -> np.ndarray:
 
 ATTENTION = ("MultiHeadAttention",)
 MODULES = [
-    _module_target("SelfAttention_v1", 3, lambda cls, c: cls(c.C, c.D), _self_attention_v1_weights, _single,
-                   _ref_unmasked),
-    _module_target("SelfAttention_v2", 3, lambda cls, c: cls(c.C, c.D, qkv_bias=False), _self_attention_v2_weights,
-                   _single, _ref_unmasked),
-    _module_target("CausalAttention", 3, _causal, lambda c: _attention_weights(c, out_proj=False), _x,
-                   _ref_attention(lambda c: 1, identity_out=True), ATTENTION, dropout=("dropout", lambda c: 1)),
-    _module_target("MultiHeadAttentionWrapper", 3, _wrapper, _wrapper_weights, _x, _ref_wrapper, ATTENTION),
-    _module_target("MultiHeadAttention", 3, _mha, _attention_weights, _x, _ref_attention(lambda c: c.H, False),
-                   ATTENTION, dropout=("dropout", lambda c: c.H)),
-    _module_target("LayerNorm", 4, lambda cls, c: cls(c.C), _layer_norm_weights, _x, _ref_layer_norm, ("LayerNorm",)),
-    _module_target("GELU", 4, lambda cls, c: cls(), lambda c: {}, _x, _ref_gelu, ("GELU",)),
-    _module_target("FeedForward", 4, lambda cls, c: cls(c.book_cfg()), _ff_weights, _x, _ref_ff, ("GELU",),
-                   swaps=(("layers.1", "GELU"),)),
-    _module_target("TransformerBlock", 4, lambda cls, c: cls(c.book_cfg()), _block_weights, _x, _ref_block,
-                   ("TransformerBlock",),
-                   swaps=(("norm1", "LayerNorm"), ("norm2", "LayerNorm"), ("att", "MultiHeadAttention"),
-                          ("ff", "FeedForward"))),
+    _module_target(
+        "SelfAttention_v1", 3, build=lambda cls, c: cls(c.C, c.D), weights=_self_attention_v1_weights, inputs=_single,
+        ref=_ref_unmasked,
+    ),
+    _module_target(
+        "SelfAttention_v2", 3, build=lambda cls, c: cls(c.C, c.D, qkv_bias=False),
+        weights=_self_attention_v2_weights, inputs=_single, ref=_ref_unmasked,
+    ),
+    _module_target(
+        "CausalAttention", 3, build=_causal, weights=lambda c: _attention_weights(c, out_proj=False), inputs=_x,
+        ref=_ref_attention(lambda c: 1, identity_out=True), bugs=ATTENTION, dropout=("dropout", lambda c: 1),
+    ),
+    _module_target(
+        "MultiHeadAttentionWrapper", 3, build=_wrapper, weights=_wrapper_weights, inputs=_x, ref=_ref_wrapper,
+        bugs=ATTENTION,
+    ),
+    _module_target(
+        "MultiHeadAttention", 3, build=_mha, weights=_attention_weights, inputs=_x,
+        ref=_ref_attention(lambda c: c.H, identity_out=False), bugs=ATTENTION, dropout=("dropout", lambda c: c.H),
+    ),
+    _module_target(
+        "LayerNorm", 4, build=lambda cls, c: cls(c.C), weights=_layer_norm_weights, inputs=_x, ref=_ref_layer_norm,
+        bugs=("LayerNorm",),
+    ),
+    _module_target(
+        "GELU", 4, build=lambda cls, c: cls(), weights=lambda c: {}, inputs=_x, ref=_ref_gelu, bugs=("GELU",)
+    ),
+    _module_target(
+        "FeedForward", 4, build=lambda cls, c: cls(c.book_cfg()), weights=_ff_weights, inputs=_x, ref=_ref_ff,
+        bugs=("GELU",), swaps=(("layers.1", "GELU"),),
+    ),
+    _module_target(
+        "TransformerBlock", 4, build=lambda cls, c: cls(c.book_cfg()), weights=_block_weights, inputs=_x,
+        ref=_ref_block, bugs=("TransformerBlock",),
+        swaps=(("norm1", "LayerNorm"), ("norm2", "LayerNorm"), ("att", "MultiHeadAttention"), ("ff", "FeedForward")),
+    ),
 ]  # fmt: skip
 # a reader's MultiHeadAttention without out_proj: the rest checked with the projection as the identity
 MHA_WITHOUT_OUT_PROJ = _module_target(
-    "MultiHeadAttention", 3, _mha, lambda c: _attention_weights(c, out_proj=False), _x,
-    _ref_attention(lambda c: c.H, identity_out=True), ATTENTION, dropout=("dropout", lambda c: c.H),
+    "MultiHeadAttention", 3, build=_mha, weights=lambda c: _attention_weights(c, out_proj=False), inputs=_x,
+    ref=_ref_attention(lambda c: c.H, identity_out=True), bugs=ATTENTION, dropout=("dropout", lambda c: c.H),
 )  # fmt: skip
 
 
