@@ -55,6 +55,7 @@ class CallTimeoutError(Exception):
     """The user's code ran past its time limit (``--timeout``): reported as that call's failure."""
 
 
+_ARMED = [False]  # a time_limit is running: the outermost one holds the timer
 TIMEOUT = [120.0]  # seconds one call into the user's code may take (0: no limit); set by --timeout
 
 
@@ -67,8 +68,8 @@ def time_limit(what: str, seconds: float | None = None) -> Iterator[None]:
     import threading
 
     limit = TIMEOUT[0] if seconds is None else seconds
-    if not limit or threading.current_thread() is not threading.main_thread():
-        yield
+    if not limit or _ARMED[0] or threading.current_thread() is not threading.main_thread():
+        yield  # no limit, or one already runs (an inner timer would cancel the outer one's on exit)
         return
 
     def on_alarm(signum: int, frame: object) -> None:
@@ -76,11 +77,13 @@ def time_limit(what: str, seconds: float | None = None) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
+    _ARMED[0] = True
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        _ARMED[0] = False
 
 
 _INTERRUPTED = [False]  # a real Ctrl-C arrived (set by the handler watch_interrupts installs)
@@ -205,11 +208,14 @@ def _kept(stmts: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
+def cut(text: str, width: int = 160) -> str:
+    """``text`` on one line, at most ``width`` characters, cut at a word boundary."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " ..."
+
+
 def _snippet(source: str, stmt: ast.stmt, width: int = 60) -> str:
-    text = " ".join((ast.get_source_segment(source, stmt) or type(stmt).__name__).split())
-    if len(text) <= width:
-        return text
-    return text[:width].rsplit(" ", 1)[0] + " ..."
+    return cut(ast.get_source_segment(source, stmt) or type(stmt).__name__, width)
 
 
 def _reason(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
 from parity.torch_module import get_path
-from parity.user_code import CallTimeoutError, time_limit, user_raised
+from parity.user_code import CallTimeoutError, cut, time_limit, user_raised
 
 TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
 
@@ -172,14 +172,8 @@ def _raised(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}: {_first_line(exc)}"
 
 
-def _cut(text: str, width: int = 160) -> str:
-    """``text`` up to ``width`` characters, cut at a word boundary."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " ..."
-
-
 def _first_line(exc: BaseException) -> str:
-    return _cut((str(exc).strip().splitlines() or [""])[0], 200)
+    return cut((str(exc).strip().splitlines() or [""])[0], 200)
 
 
 # -- one case ----------------------------------------------------------------------------------
@@ -674,7 +668,7 @@ def check_book(
                 finding.notes.insert(0, f"(your {loaded.renamed[name]}, checked as the book's {name})")
             lines = printed.getvalue().splitlines()
             if finding.failed and lines:
-                finding.notes.append(f"(your code printed {len(lines)} lines; the first: {_cut(lines[0])})")
+                finding.notes.append(f"(your code printed {len(lines)} lines; the first: {cut(lines[0])})")
             findings.append(finding)
         findings += equalities({n: found[n] for n in names if n in found})  # chapter 3's, among the names asked for
     finally:

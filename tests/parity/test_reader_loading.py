@@ -245,3 +245,15 @@ def test_the_books_device_line_and_tokenizer_line_are_kept(tmp_path):
     names = vars(loaded.module)
     assert loaded.errors == [] and loaded.skipped == []
     assert str(names["device"]) in ("cpu", "cuda") and names["tokenizer"].encode("Hello") == [15496]
+
+
+def test_a_nested_time_limit_leaves_the_outer_one_armed():
+    """An inner limit (building a model inside a check's load call) must not cancel the outer one."""
+    import time
+
+    from parity.user_code import CallTimeoutError, time_limit
+
+    with pytest.raises(CallTimeoutError, match=r"outer took longer than 0\.3 s"), time_limit("outer", 0.3):
+        with time_limit("inner", 5.0):
+            pass
+        time.sleep(2)  # still under the outer limit
