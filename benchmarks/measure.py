@@ -52,7 +52,15 @@ def machine() -> dict:
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
+    return {"cpu": cpu, "cores": _cores(), "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _cores() -> int:
+    """The cores this process may run on (``taskset -c 0,1`` on a 16-core host counts 2)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def cpu_kind(cpu: str) -> str:

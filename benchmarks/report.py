@@ -31,10 +31,10 @@ def with_ratios(results: dict) -> None:
 
 def to_markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [
-        f"# npgpt bench — {m['cpu']}, {m['cores']} cores{', ' + m['gpu'] if 'gpu' in m else ''} ({results['date']})",
-        "",
-    ]
+    gpu = ""
+    if "gpu" in m:  # a CPU-only run on a GPU machine's host says whose host it was
+        gpu = f", {m['gpu']}" if "torch-cuda" in results["workers"] else f" (the host of a {m['gpu']} machine)"
+    lines = [f"# npgpt bench — {m['cpu']}, {m['cores']} cores{gpu} ({results['date']})", ""]
     for impl, w in results["workers"].items():
         ceil = ", ".join(
             f"{k.replace('_matmul_flops', '')} matmul {v / 1e9:.1f} GFLOP/s"
@@ -59,11 +59,12 @@ def to_markdown(results: dict) -> str:
                 f"{100 * r['forward_frac']:.0f}% | {r['train_s']:.3f} | {r['train_tok_s']:,.0f} | "
                 f"{100 * r['train_frac']:.0f}% | {peak} | {paper} | {f'{ratio:.2f}×' if ratio else '—'} |"
             )
-    lines += [
-        "",
-        "| impl | model | new tokens | KV cache tok/s | no cache tok/s | speed-up |",
-        "|---|---|---|---|---|---|",
-    ]
+    if any(w["generation"] for w in results["workers"].values()):
+        lines += [
+            "",
+            "| impl | model | new tokens | KV cache tok/s | no cache tok/s | speed-up |",
+            "|---|---|---|---|---|---|",
+        ]
     for impl, w in results["workers"].items():
         for g in w["generation"]:
             lines.append(

@@ -45,6 +45,11 @@ GEN = [("tiny", "tiny", 200), ("124M", "gpt2-small", 50)]  # new tokens from a 4
 # npgpt's opt-in block-skipping attention (npgpt/layers/blocked_attention.py), beside the plain rows
 PLAN_BLOCKED = [("124M", "gpt2-small", 2, 256, 3), ("124M", "gpt2-small", 2, 1024, 2)]
 
+# --targets: only the rows issue 24's targets name (npgpt/torch at T=256 plain and T=1024 blocked),
+# so a lent machine's 2-core run fits in minutes; no generation rows
+PLAN_TARGETS_CPU = [("124M", "gpt2-small", 2, 256, 3), ("124M", "gpt2-small", 2, 1024, 2)]
+PLAN_TARGETS_BLOCKED = [("124M", "gpt2-small", 2, 1024, 2)]
+
 
 def _numpy_row(name: str, preset: str, B: int, T: int, repeats: int, ceiling: float, attention: str = "plain") -> dict:
     from npgpt import AdamW, GPTModel
@@ -76,13 +81,15 @@ def _numpy_gen(name: str, preset: str, n_new: int) -> dict:
     return _gen_row("numpy-cpu", name, n_new, times)
 
 
-def numpy_worker(plan, gen) -> dict:
+def numpy_worker(plan, gen, blocked=PLAN_BLOCKED) -> dict:
+    """``plan`` rows run with the plain attention, ``blocked`` rows (when the plan has a 124M row)
+    with the blocked one."""
     ceiling = numpy_ceiling()
     rows = []
     for name, preset, B, T, repeats in plan:
         rows.append(_numpy_row(name, preset, B, T, repeats, ceiling["float32_matmul_flops"]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    for name, preset, B, T, repeats in PLAN_BLOCKED if any(p[1] == "gpt2-small" for p in plan) else ():
+    for name, preset, B, T, repeats in blocked if any(p[1] == "gpt2-small" for p in plan) else ():
         rows.append(_numpy_row(name, preset, B, T, repeats, ceiling["float32_matmul_flops"], "blocked"))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"ceiling": ceiling, "rows": rows, "generation": [_numpy_gen(*g) for g in gen]}
@@ -218,15 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.workers", description=__doc__.splitlines()[0])
     parser.add_argument("worker", choices=["numpy-cpu", "torch-cpu", "torch-cuda"])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--targets", action="store_true", help="CPU: only the rows issue 24's targets name")
     args = parser.parse_args(argv)
     quick = args.quick
-    gen = [g for g in GEN if not quick or g[0] == "tiny"]
+    gen = [] if args.targets else [g for g in GEN if not quick or g[0] == "tiny"]
     if args.worker == "torch-cuda":
         plan = PLAN_GPU_QUICK if quick else PLAN_GPU
+    elif args.targets:
+        plan = PLAN_TARGETS_CPU[:1] if args.worker == "numpy-cpu" else PLAN_TARGETS_CPU
     else:
         plan = [p for p in PLAN_CPU if not quick or p[0] == "tiny"]
     if args.worker == "numpy-cpu":
-        out = numpy_worker(plan, gen)
+        out = numpy_worker(plan, gen, PLAN_TARGETS_BLOCKED if args.targets else PLAN_BLOCKED)
     else:
         if args.worker == "torch-cpu":
             plan = [(*p, ("fp32",)) for p in plan]

@@ -29,3 +29,15 @@ def test_quick_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert result.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     if "torch-cuda" not in res["workers"]:
         assert any("no CUDA device" in n for n in res["notes"])  # the suite says so
+
+
+def test_a_cpu_run_on_a_gpu_host_is_named_by_its_cpu_and_skips_the_empty_generation_table():
+    from benchmarks.report import to_markdown
+
+    row = {"impl": "numpy-cpu", "mode": "fp32", "config": "124M", "B": 2, "T": 256, "forward_tok_s": 1.0}
+    row |= {"forward_frac": 0.5, "train_s": 1.0, "train_tok_s": 1.0, "train_frac": 0.3, "peak_bytes": 1e9}
+    worker = {"ceiling": {"float32_matmul_flops": 1e11, "memory_bytes_per_s": 2e10}, "rows": [row], "generation": []}
+    results = {"machine": {"cpu": "Some CPU", "cores": 2, "gpu": "NVIDIA H200"}, "date": "2026-11-27", "notes": []}
+    text = to_markdown(results | {"workers": {"numpy-cpu": worker}})
+    assert text.startswith("# npgpt bench — Some CPU, 2 cores (the host of a NVIDIA H200 machine)")
+    assert "| numpy-cpu | fp32 | 124M | 2×256 |" in text and "new tokens" not in text
