@@ -27,7 +27,8 @@ class GPTModel:
     each call's weight gradients into the previous call's arrays (a training loop's choice: the
     gradients returned are valid until the next call). ``attention="blocked"`` runs
     the block-skipping attention (same function and gradients, less memory and work at long
-    contexts; npgpt/layers/blocked_attention.py); the default is the book's.
+    contexts; npgpt/layers/blocked_attention.py), ``attention_block`` rows per block (default
+    blocked_attention.BLOCK); the default is the book's.
     """
 
     def __init__(
@@ -38,10 +39,11 @@ class GPTModel:
         params: dict[str, np.ndarray] | None = None,
         attention: str = "plain",
         reuse_grad_buffers: bool = False,
+        attention_block: int | None = None,
     ) -> None:
         if attention not in transformer_block.ATTENTIONS:
             raise NpgptError(f"attention={attention!r}: choose one of {', '.join(transformer_block.ATTENTIONS)}")
-        self.attention = attention
+        self.attention, self.attention_block = attention, attention_block
         self.cfg = as_config(cfg)
         self.params = init_params(self.cfg, seed, dtype) if params is None else params
         self.dtype = check_params(self.params, self.cfg)
@@ -73,7 +75,7 @@ class GPTModel:
         ids = check_ids(ids, self.cfg, 0 if kv_cache is None else kv_cache.length)
         logits, cache = gpt_model.forward(
             self.params, self.cfg, ids, train=self.training, rng=self.rng, masks=masks, kv_cache=kv_cache, taps=taps,
-            attention=self.attention,
+            attention=self.attention, block=self.attention_block,
         )  # fmt: skip
         self.last_masks = cache.masks
         return logits, cache

@@ -77,9 +77,14 @@ class NumpyImpl:
     both, and their two gradients are reported summed under tok_emb.weight."""
 
     name = "npgpt"
+    # ``attention="blocked"`` (npgpt check --attention blocked) runs npgpt's block-skipping attention with
+    # BLOCKED_ROWS-row blocks, so that the check's 64-token inputs span several blocks and skip some
+    BLOCKED_ROWS = 16
 
-    def __init__(self, tied: bool = False) -> None:
-        self.tied = tied
+    def __init__(self, tied: bool = False, attention: str = "plain") -> None:
+        self.tied, self.attention = tied, attention
+        if attention != "plain":
+            self.name = f"npgpt ({attention} attention)"
 
     def load(self, cfg: GPTConfig, params: dict[str, np.ndarray], dtype: np.dtype) -> None:
         own = {k: np.array(v, dtype=dtype) for k, v in params.items() if not (self.tied and k == TIED)}
@@ -87,7 +92,8 @@ class NumpyImpl:
             own[TIED] = own["tok_emb.weight"]  # one array, two uses
         # no reuse_grad_buffers here: the buffers it keeps between calls (~0.15 GB at the default check) would
         # take the main job's peak to 6.0 GB, for no time measurably saved (issue 19's note)
-        self.model = NpModel(cfg, params=own)
+        block = self.BLOCKED_ROWS if self.attention == "blocked" else None
+        self.model = NpModel(cfg, params=own, attention=self.attention, attention_block=block)
         self.optimizer: NpAdamW | None = None
         self.grads: dict[str, np.ndarray] = {}
         self.taps_: list[dict[str, np.ndarray]] = []
@@ -102,12 +108,12 @@ class NumpyImpl:
         """Each block's sub-layer outputs (norm1, att, norm2, ff) from the last ``forward``."""
         return self.taps_
 
-    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
-        """npgpt.generate's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step])."""
+    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None):
+        """npgpt.generate's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step]);
+        the window is the last ``context_size`` tokens (default: the model's context length)."""
         seen: list[np.ndarray] = []
-        ids = np_generation.generate(
-            self.model, prompt, n, self.model.cfg.context_length, use_cache=use_cache, on_logits=seen.append
-        )
+        context = context_size or self.model.cfg.context_length
+        ids = np_generation.generate(self.model, prompt, n, context, use_cache=use_cache, on_logits=seen.append)
         return ids, seen
 
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
@@ -172,8 +178,8 @@ class BuggedImpl(NumpyImpl):
     """npgpt with one mistake of the catalog (parity/bugs.py) applied inside every call, so the
     clean reference beside it in the same process runs unpatched (``npgpt check --inject-bug``)."""
 
-    def __init__(self, bug: str | tuple[str, ...], tied: bool = False) -> None:
-        super().__init__(tied)
+    def __init__(self, bug: str | tuple[str, ...], tied: bool = False, attention: str = "plain") -> None:
+        super().__init__(tied, attention)
         self.bugs = (bug,) if isinstance(bug, str) else tuple(bug)
         self.name = f"npgpt with {' and '.join(self.bugs)}"
         for method in ("load", "forward", "generate_greedy", "filter_logits", "data_batches", "loss_and_grads"):
@@ -197,14 +203,14 @@ class TorchImpl(TorchModuleImpl):
         super().__init__("torchgpt" if attention == "book" else f"torchgpt ({attention})", self._build, device)
         self.attention = attention
 
-    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
-        """torchgpt.generate's greedy loop with its own KV cache."""
+    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None):
+        """torchgpt.generate's greedy loop with its own KV cache, over the last ``context_size`` tokens."""
         from torchgpt.generate import generate
 
         seen: list[np.ndarray] = []
         self.module.eval()
         ids = generate(
-            self.module, self._ids(prompt), n, self.cfg.context_length, use_cache=use_cache,
+            self.module, self._ids(prompt), n, context_size or self.cfg.context_length, use_cache=use_cache,
             on_logits=lambda logits: seen.append(logits.cpu().numpy()),
         )  # fmt: skip
         return ids.cpu().numpy(), seen

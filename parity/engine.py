@@ -5,6 +5,7 @@ the loss, parameters and AdamW moments after each of k steps (dropout on, shared
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -15,10 +16,10 @@ import numpy as np
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers.cross_entropy import softmax
-from parity.adapters import Implementation, draw_masks
+from parity.adapters import TIED, Implementation, draw_masks
+from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, missing
 from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, tolerance
 from parity.tolerances import compare as compare_arrays
-from parity.torch_module import SUBMODULES
 from parity.user_code import time_limit, user_raised
 
 # The W_key bias has an exactly zero gradient (adding a constant to every key shifts a row of
@@ -41,6 +42,26 @@ class Schedule:
     initial_lr: float = 4e-5
     min_lr: float = 4e-6
     max_norm: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One check's inputs, the same for the reference's recording and the comparison."""
+
+    cfg: GPTConfig
+    params: Mapping[str, np.ndarray]
+    ids: np.ndarray
+    targets: np.ndarray
+    dtype: np.dtype
+    steps: int
+    seed: int
+    lr: float
+    weight_decay: float
+    replayed: set[str] | None  # the dropout sites the implementation under test takes masks at
+    window: int | None  # the generation rows' context (sliding_window), None: the model's
+
+    def batches(self) -> Iterator[tuple]:
+        return steps_of(self.cfg, self.ids, self.targets, self.steps, self.seed, self.replayed)
 
 
 @dataclasses.dataclass
@@ -228,6 +249,12 @@ def run_check(
         raise ValueError(f"{impl.name} ties its output head to the token embedding: the reference must tie too")
     replayed = impl.replayed_sites(cfg) if hasattr(impl, "replayed_sites") else None
     notes = []
+    window = sliding_window(impl, prompt_of(ids)) if hasattr(impl, "generate_greedy") else None
+    if hasattr(impl, "generate_greedy") and window is None:
+        notes.append(
+            f"the generation rows' window did not slide: {impl.name}'s generate_greedy takes no context_size "
+            "(docs/adapters.md)"
+        )
     if schedule is not None and not all(hasattr(im, "set_schedule") for im in (impl, ref)):
         schedule = None
         notes.append(f"{impl.name} has no set_schedule: the steps ran at a constant lr without clipping")
@@ -236,15 +263,14 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="npgpt-check-") as tmp:
         store = Spill(tmp)
         say(f"{ref.name}: running the reference")
-        _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed)
+        run = Run(cfg, params, ids, targets, np.dtype(dtype), steps, seed, lr, weight_decay, replayed, window)
+        _record(ref, store, run, say)
         _release(ref)
         say(f"{impl.name}: running and comparing")
         rows: list[Comparison] = []
         doing = ["loading the weights"]  # what the implementation under test was asked to do last
         try:
-            report = _compare(
-                impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed, rows, doing
-            )
+            report = _compare(impl, store, run, say, rows, doing)
         except NpgptError:
             raise  # bad input (unmatched keys ...): one line, exit 2
         except BaseException as exc:  # a crash of the implementation under test is a finding, not a traceback
@@ -255,6 +281,8 @@ def run_check(
             rows.append(Comparison(error, (), math.inf, math.inf, tolerance(dtype, "model"), False))
             report = Report(np.dtype(dtype).name, rows, error=error)
         _release(impl)
+    if report.error is None:
+        _require_declared(report, impl, ref, cfg, params, dtype, steps, scheduled=schedule is not None)
     if getattr(impl, "tied", False):
         report.notes.append(
             f"{impl.name} ties out_head to tok_emb (one tensor): its gradient, parameter and AdamW moments are "
@@ -275,6 +303,22 @@ def run_check(
     return report
 
 
+def _require_declared(report, impl, ref, cfg, params, dtype, steps: int, scheduled: bool) -> None:
+    """A failing row when the report lacks any row the run declared (parity/outputs.py)."""
+    both = lambda hook: hasattr(impl, hook) and hasattr(ref, hook)  # noqa: E731
+    keys = [k for k in params if not (getattr(impl, "tied", False) and k == TIED)]
+    state_tol = tolerance(dtype, "state")
+    skipped = [k for k in keys if k.endswith(ZERO_GRADIENT)] if state_tol.norm else []
+    names = declared(
+        cfg, keys, steps, data=both("data_batches"), generation=both("generate_greedy"), scheduled=scheduled,
+        skipped_state=skipped,
+    )  # fmt: skip
+    lacking = missing(names, (r.name for r in report.rows))
+    if lacking:
+        name = f"{len(lacking)} declared outputs not compared (first: {lacking[0]})"
+        report.rows.append(Comparison(name, (), math.inf, math.inf, tolerance(dtype, "model"), False))
+
+
 def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) -> np.ndarray:
     """Token ids in which some ids always repeat (a quarter of the positions take one of four
     ids): the embedding's gradient must sum repeated rows, and a random batch over GPT-2's
@@ -286,11 +330,6 @@ def draw_ids(rng: np.random.Generator, vocab_size: int, shape: tuple[int, ...]) 
     if ids.size > 1:
         ids.flat[-1] = ids.flat[0]  # at least one repeat, whatever the draw
     return ids
-
-
-# (batch_size, max_length, stride, drop_last) of the data rows: chapter 2's overlapping windows
-# and non-overlapping ones whose last, short batch is dropped
-WINDOWS = ((8, 4, 1, False), (4, 16, 16, True))
 
 
 def data_rows(im: Implementation) -> list[tuple]:
@@ -314,22 +353,23 @@ def is_exact(name: str) -> bool:
     return name.startswith("data ") or name.endswith((" tokens (KV cache)", ": kept tokens"))
 
 
-GENERATED = 4  # greedy tokens compared, each step's logits too
-FILTERS = ((1.0, None, None), (1.4, 25, None), (1.0, None, 0.9), (0.7, 5, 0.95))  # (temperature, top-k, top-p)
-
-
 def prompt_of(ids: np.ndarray) -> np.ndarray:
     """The generation rows' prompt: the first half of the check's input ids (at least one)."""
     return ids[:, : max(1, ids.shape[1] // 2)]
 
 
-def generation_rows(im: Implementation, prompt: np.ndarray, logits: np.ndarray, use_cache: bool = True) -> list[tuple]:
+def generation_rows(
+    im: Implementation, prompt: np.ndarray, logits: np.ndarray, use_cache: bool = True, context_size: int | None = None
+) -> list[tuple]:
     """(name, tensor): a greedy continuation of ``prompt`` with the KV cache (each step's
     next-token logits, then the tokens), and the sampling filters applied to the same
     last-position ``logits``, compared as kept-token masks and probabilities (no draws).
     The filters always see float64 logits: which token crosses top-p's threshold is decided by
-    the last bits of a float32 cumulative sum, a tie between two correct implementations."""
-    tokens, steps = im.generate_greedy(prompt, GENERATED, use_cache=use_cache)
+    the last bits of a float32 cumulative sum, a tie between two correct implementations.
+    ``context_size`` (when given) is the generation's window: shorter than prompt + tokens, the
+    window slides and the cache is cropped and refilled (``sliding_window``)."""
+    window = {} if context_size is None else {"context_size": context_size}
+    tokens, steps = im.generate_greedy(prompt, GENERATED, use_cache=use_cache, **window)
     cache = "KV cache" if use_cache else "no cache, reference"
     rows = [(f"generate step {j + 1} logits ({cache})", step) for j, step in enumerate(steps)]
     rows.append((f"generate tokens ({cache})", np.asarray(tokens, dtype=np.float64)))
@@ -342,6 +382,19 @@ def generation_rows(im: Implementation, prompt: np.ndarray, logits: np.ndarray, 
         rows.append((f"{label}: kept tokens", np.isfinite(kept).astype(logits.dtype)))
         rows.append((f"{label}: probabilities", softmax(kept)))
     return rows
+
+
+def sliding_window(impl: Implementation, prompt: np.ndarray) -> int | None:
+    """The generation rows' window, one token longer than the prompt, so that of the GENERATED
+    steps the second appends to a full cache and the rest slide it (crop, refill); None when the
+    implementation's ``generate_greedy`` takes no ``context_size`` (then the window is the
+    model's context and never slides, and the report says so)."""
+    try:
+        accepted = inspect.signature(impl.generate_greedy).parameters
+    except (TypeError, ValueError):
+        return None
+    takes = "context_size" in accepted or any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    return prompt.shape[1] + 1 if takes else None
 
 
 def steps_of(
@@ -373,37 +426,39 @@ def _block_rows(impl: Implementation, blocks: list[np.ndarray]) -> list[tuple[st
     return rows
 
 
-def _record(ref, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed) -> None:
+def _record(ref: Implementation, store: Spill, run: Run, say: Callable[[str], None]) -> None:
     if hasattr(ref, "data_batches"):
         for name, tensor in data_rows(ref):
             store.put(name, tensor)
-    ref.load(cfg, params, np.dtype(dtype))
-    logits, blocks = ref.forward(ids)  # eval mode: every block's residual output, then the logits
+    ref.load(run.cfg, run.params, run.dtype)
+    logits, blocks = ref.forward(run.ids)  # eval mode: every block's residual output, then the logits
     for name, tensor in _block_rows(ref, blocks):
         store.put(name, tensor)
     store.put("logits", logits)
     if hasattr(ref, "generate_greedy"):
         last = logits[:, -1, :].astype(np.float64)
-        prompt = prompt_of(ids)
-        for name, tensor in generation_rows(ref, prompt, last) + generation_rows(ref, prompt, last, use_cache=False):
-            store.put(name, tensor)
+        prompt = prompt_of(run.ids)
+        for cached in (True, False):
+            for name, tensor in generation_rows(ref, prompt, last, cached, run.window):
+                store.put(name, tensor)
     del logits, blocks
-    loss, grads = ref.loss_and_grads(ids, targets, None)  # eval mode
+    loss, grads = ref.loss_and_grads(run.ids, run.targets, None)  # eval mode
     store.put("loss", np.float64(loss))
     _put_all(store, "grad {}", grads)
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
-    ref.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
+    ref.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
+    for step, (step_ids, step_targets, masks) in enumerate(run.batches()):
         loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
         info = ref.optimizer_step()
         store.put(f"step {step + 1} loss", np.float64(loss))
         if info is not None:  # scheduled: (lr, gradient norm before clipping)
             store.put(f"step {step + 1} lr", np.float64(info[0]))
             store.put(f"step {step + 1} grad norm", np.float64(info[1]))
-        say(f"{ref.name}: step {step + 1}/{steps}")
-    if steps:
-        for what, tensors in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
-            _put_all(store, what + " {} @ step " + str(steps), tensors)
+        say(f"{ref.name}: step {step + 1}/{run.steps}")
+    if run.steps:
+        # (not strict: an adapter whose state() lacks a group is caught by the declared rows, parity/outputs.py)
+        for what, tensors in zip(STATE, ref.state(), strict=False):
+            _put_all(store, what + " {} @ step " + str(run.steps), tensors)
 
 
 def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None:
@@ -434,11 +489,11 @@ class _Limited:
 
 
 def _compare(
-    impl, store, cfg, params, ids, targets, dtype, steps, seed, lr, weight_decay, say, replayed, rows, doing
+    impl: Implementation, store: Spill, run: Run, say: Callable[[str], None], rows: list[Comparison], doing: list[str]
 ) -> Report:
     """``rows`` fills as tensors are compared; ``doing[0]`` names the call in progress (for the
     report when the implementation raises)."""
-    dt = np.dtype(dtype)
+    dt, steps = run.dtype, run.steps
     impl = _Limited(impl)
     # a user's module in float64 is also held to check-book's tier (1e-7) where it misses the strict
     # one: the book's GELU builds sqrt(2/pi) in float32; the report says which rows needed it
@@ -458,9 +513,9 @@ def _compare(
         for name, tensor in data_rows(impl):
             rows.append(compare(name, tensor, store[name], exact))
     doing[0] = "loading the weights"
-    impl.load(cfg, params, dt)
+    impl.load(run.cfg, run.params, dt)
     doing[0] = "running the eval forward"
-    logits, blocks = impl.forward(ids)
+    logits, blocks = impl.forward(run.ids)
     for name, tensor in _block_rows(impl, blocks):
         if name in store.paths:  # a sub-layer output only the reference reports is not a failure
             rows.append(compare(name, tensor, store[name], tol))
@@ -468,7 +523,8 @@ def _compare(
     del logits, blocks
     if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
         doing[0] = "generating with its KV cache"
-        for name, tensor in generation_rows(impl, prompt_of(ids), store["logits"][:, -1, :].astype(np.float64)):
+        last = store["logits"][:, -1, :].astype(np.float64)
+        for name, tensor in generation_rows(impl, prompt_of(run.ids), last, context_size=run.window):
             rows.append(compare(name, tensor, store[name], exact if is_exact(name) else tol))
         for j in range(GENERATED):  # the reference's own cache against its uncached loop
             cached, uncached = (
@@ -478,14 +534,14 @@ def _compare(
             if uncached in store.paths:
                 rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached], tol))
     doing[0] = "computing the eval loss and gradients"
-    loss, grads = impl.loss_and_grads(ids, targets, None)
+    loss, grads = impl.loss_and_grads(run.ids, run.targets, None)
     rows.append(compare("loss", np.float64(loss), store["loss"], tolerance(dt, "loss")))
     for name in (n for n in store if n.startswith("grad ")):
         rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
     del grads
     doing[0] = "creating the optimizer"
-    impl.init_optimizer(lr, weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(steps_of(cfg, ids, targets, steps, seed, replayed)):
+    impl.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
+    for step, (step_ids, step_targets, masks) in enumerate(run.batches()):
         doing[0] = f"computing step {step + 1}'s loss and gradients (train mode, dropout masks)"
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
         doing[0] = f"taking optimizer step {step + 1}"
@@ -501,10 +557,10 @@ def _compare(
     notes = []
     if steps:
         st = tolerance(dt, "state")
-        skipped = [k for k in params if k.endswith(ZERO_GRADIENT)] if st.norm else []
+        skipped = [k for k in run.params if k.endswith(ZERO_GRADIENT)] if st.norm else []
         doing[0] = "reading the parameters and AdamW moments"
         groups = list(impl.state())
-        for i, what in enumerate(("param", "adam m", "adam v")):
+        for i, what in enumerate(STATE):
             tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
             for name in (n for n in store if n.startswith(f"{what} ")):
                 key = name.removeprefix(f"{what} ").removesuffix(f" @ step {steps}")

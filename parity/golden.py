@@ -218,8 +218,9 @@ def write(
 def verify(bundle: str | Path, results: str | Path) -> Report:
     """Compare an implementation's outputs (same names as the bundle's outputs; a .safetensors
     or .npz file, or a directory of .safetensors files) with the bundle's. Every output the
-    results hold is compared with the tolerance table at the results' dtype; outputs they do not
-    hold are counted in a note (a C program may check one component)."""
+    results hold is compared with the tolerance table at the results' precision (float32 when any
+    float output is float32, else float64); outputs they do not hold are counted in a note (a C
+    program may check one component)."""
     st = _safetensors()
     from safetensors import safe_open
 
@@ -234,7 +235,11 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
             f"{results} holds none of the bundle's {len(outputs)} output names (it has {some}); "
             f"name them as in {bundle / MANIFEST}, e.g. {outputs[0]!r}"
         )
-    rows, dtypes = [], set()
+    # the results' precision: float32 if any float output is (a float32 implementation's loss written as a
+    # Python float is still a float32 result), and every row is held to that precision's tolerances
+    floats = {np.asarray(got[name]).dtype for name in provided if _kind(name) != "exact"}
+    precision = np.dtype(np.float32) if np.dtype(np.float32) in floats else np.dtype(np.float64)
+    rows = []
     opened: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         for name in provided:
@@ -244,7 +249,7 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
                 actual = actual.astype(np.float64)
             if actual.dtype not in (np.float32, np.float64):
                 raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
-            if actual.dtype == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
+            if precision == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
                 continue  # AdamW follows round-off there in float32 (parity/engine.py, ZERO_GRADIENT)
             file = tensors[name]["file"]
             if file not in opened:  # each bundle file opened once, memory-mapped: one tensor read at a time
@@ -252,16 +257,20 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
             expected = opened[file].get_tensor(name).astype(np.float64) if exact else opened[file].get_tensor(name)
             if actual.shape != expected.shape and actual.size == expected.size == 1:
                 actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
-            if not exact:
-                dtypes.add(actual.dtype.name)
-            rows.append(compare(name, actual, expected.astype(actual.dtype), tolerance(actual.dtype, _kind(name))))
+            tol = tolerance(precision, _kind(name))
+            rows.append(compare(name, actual, expected.astype(actual.dtype), tol))
     notes = []
     if len(provided) < len(outputs):
         notes.append(f"{len(outputs) - len(provided)} of the bundle's {len(outputs)} outputs were not in {results}")
     unknown = [n for n in got if n not in tensors]
     if unknown:
         notes.append(f"{len(unknown)} tensors in {results} are not bundle outputs (ignored), e.g. {unknown[0]!r}")
-    return Report("/".join(sorted(dtypes)) or "exact", rows, notes)
+    if len(floats) > 1:
+        notes.append(
+            f"the results mix {' and '.join(sorted(f.name for f in floats))}: every row is held to "
+            f"{precision.name}'s tolerances"
+        )
+    return Report(precision.name if floats else "exact", rows, notes)
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:

@@ -22,21 +22,25 @@ def hf_model(cfg: GPTConfig, attention: str = "eager") -> Any:
 class HFModelImpl(TorchModuleImpl):
     """A module in Hugging Face's layout, checked with its generation and filters too."""
 
-    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True):
-        """Greedy continuation: with the cache, the prompt once and then one token per call with
-        the returned ``past_key_values``; without it, the whole sequence every step."""
+    def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None):
+        """Greedy continuation over the last ``context_size`` tokens: with the cache, the window
+        once and then one token per call with the returned ``past_key_values``, the cache dropped
+        and the cropped window fed again once it is full (the book's sliding window); without it,
+        the cropped window every step."""
         torch = self.torch
         self.module.eval()
+        context = context_size or self.cfg.context_length
         ids, past, seen = self._ids(prompt), None, []
-        step_input = ids
         with torch.no_grad():
             for _ in range(n):
-                out = self.module(input_ids=step_input if use_cache else ids, past_key_values=past, use_cache=use_cache)
+                full = past is None or past.get_seq_length() >= context
+                past = None if full else past
+                step_input = ids[:, -context:] if full or not use_cache else ids[:, -1:]
+                out = self.module(input_ids=step_input, past_key_values=past, use_cache=use_cache)
                 logits = out.logits[:, -1, :]
                 seen.append(logits.cpu().numpy())
-                next_id = logits.argmax(dim=-1, keepdim=True)
-                ids = torch.cat([ids, next_id], dim=1)
-                past, step_input = (out.past_key_values, next_id) if use_cache else (None, ids)
+                ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
+                past = out.past_key_values if use_cache else None
         return ids.cpu().numpy(), seen
 
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):

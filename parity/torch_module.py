@@ -22,9 +22,8 @@ from npgpt.errors import NpgptError
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
 from npgpt.layers.transformer_block import ATT_DROP, SHORTCUT_DROP_1, SHORTCUT_DROP_2
 from parity.mapping import from_gpt2, gpt2_to_hf_names, hf_to_gpt2_names, to_gpt2
+from parity.outputs import SUBMODULES
 from parity.user_code import time_limit, user_raised
-
-SUBMODULES = ("norm1", "att", "norm2", "ff")  # the book's names, in forward order
 
 
 @dataclasses.dataclass(frozen=True)

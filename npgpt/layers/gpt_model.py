@@ -54,6 +54,7 @@ def forward(
     kv_cache: KVCache | None = None,
     taps: list[dict[str, np.ndarray]] | None = None,
     attention: str = "plain",
+    block: int | None = None,
 ) -> tuple[np.ndarray, Cache]:
     """ids (B, T) -> logits (B, T, V).
 
@@ -62,7 +63,7 @@ def forward(
     another implementation can replay them. With ``kv_cache`` the ids continue the cached
     sequence (positions start at ``kv_cache.length``). ``taps``, if given, receives one dict of
     sub-layer outputs per block (``transformer_block.forward``). ``attention``: "plain" (the
-    book's) or "blocked" (npgpt/layers/blocked_attention.py).
+    book's) or "blocked" (npgpt/layers/blocked_attention.py), with ``block`` rows per block.
     """
     masks = dict(masks or {})
     offset = 0 if kv_cache is None else kv_cache.length
@@ -86,6 +87,7 @@ def forward(
             kv=kv,
             taps=None if taps is None else taps[i],
             attention=attention,
+            block=block,
         )  # (B, T, C)
         block_caches.append(c)
         block_outputs.append(x)

@@ -48,18 +48,20 @@ def forward(
     kv: LayerKV | None = None,
     taps: dict[str, np.ndarray] | None = None,
     attention: str = "plain",
+    block: int | None = None,
 ) -> tuple[np.ndarray, Cache]:
     """x (B, T, C) -> (B, T, C). ``masks`` maps ``prefix + site`` to a keep mask (None: no dropout
-    at that site, see dropout.at_site). ``attention``: "plain" (the book's) or "blocked". ``taps``, if
-    given, receives each sub-layer's output by the book's module name (norm1, att, norm2, ff),
-    for a comparison that localizes a difference below the block."""
+    at that site, see dropout.at_site). ``attention``: "plain" (the book's) or "blocked" (``block``
+    rows per block). ``taps``, if given, receives each sub-layer's output by the book's module name
+    (norm1, att, norm2, ff), for a comparison that localizes a difference below the block."""
     masks = masks or {}
     p = params
     # shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
     h, norm1_cache = layer_norm.forward(x, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.shift"])  # (B, T, C)
     rate, mask = dropout.at_site(masks, prefix + ATT_DROP, drop_rate)
+    blocking = {"block": block} if attention == "blocked" else {}
     h, att_cache = ATTENTIONS[attention].forward(
-        h, p, f"{prefix}att.", n_heads, rate, train=train, rng=rng, mask=mask, kv=kv
+        h, p, f"{prefix}att.", n_heads, rate, train=train, rng=rng, mask=mask, kv=kv, **blocking
     )  # (B, T, C)
     if taps is not None:
         taps.update(norm1=att_cache.q_cache.x, att=h)  # norm1's output is attention's input

@@ -88,6 +88,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         "and see where the report points",
     )
     p.add_argument(
+        "--attention",
+        choices=["plain", "blocked"],
+        default="plain",
+        help="npgpt's attention: the book's (plain) or the block-skipping one (npgpt/layers/blocked_attention.py, "
+        "16-row blocks so the inputs span several), checked against the same reference as the plain one",
+    )
+    p.add_argument(
         "--gelu",
         choices=["tanh", "erf"],
         default="tanh",
@@ -284,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         f"vocab {cfg.vocab_size}; {source}; B={args.batch_size}, T={args.seq_len}; {args.steps} AdamW steps "
         f"with dropout {cfg.drop_rate} (shared masks{_sites_off(target, cfg)})"
         + ("; the reference's GELU is the exact erf form (--gelu erf), not GPT-2's" if args.gelu == "erf" else "")
+        + (f"; npgpt's attention: blocked, {NumpyImpl.BLOCKED_ROWS}-row blocks" if args.attention == "blocked" else "")
     )
     reports: list[Report] = []
     with tempfile.TemporaryDirectory(prefix="npgpt-weights-") as tmp:
@@ -306,7 +314,11 @@ def run(args: argparse.Namespace) -> int:
                 )
 
             tied = getattr(target, "tied", False)
-            reference = BuggedImpl("exact-gelu", tied) if args.gelu == "erf" else NumpyImpl(tied=tied)
+            reference = (
+                BuggedImpl("exact-gelu", tied, args.attention)
+                if args.gelu == "erf"
+                else NumpyImpl(tied=tied, attention=args.attention)
+            )
             report = run_check(
                 target, reference, cfg, weights, ids, targets, dtype, args.steps, args.seed, progress=progress
             )

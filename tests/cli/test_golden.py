@@ -26,8 +26,9 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
-def torch_outputs(bundle: Path) -> dict[str, np.ndarray]:
-    """What a user's implementation does: read the inputs and weights, write every output."""
+def torch_outputs(bundle: Path, dtype: type = np.float64) -> dict[str, np.ndarray]:
+    """What a user's implementation does: read the inputs and weights, write every output (its
+    own tensors in ``dtype``)."""
     pytest.importorskip("torch")
     from npgpt.config import GPTConfig
     from npgpt.layers.cross_entropy import softmax
@@ -39,7 +40,7 @@ def torch_outputs(bundle: Path) -> dict[str, np.ndarray]:
     inputs = load_file(str(bundle / "inputs.safetensors"))
     weights = {k.removeprefix("weight "): v for k, v in load_file(str(bundle / "weights.safetensors")).items()}
     impl = TorchImpl()
-    impl.load(cfg, weights, np.dtype(np.float64))
+    impl.load(cfg, weights, np.dtype(dtype))
     logits, blocks = impl.forward(inputs["input ids"])
     out = {"logits": logits}
     for i, block in enumerate(blocks):
@@ -103,6 +104,19 @@ def test_torchgpt_reading_the_bundle_verifies_every_output(bundle, tmp_path, cap
     n_out = sum(meta["role"] == "output" for meta in manifest["tensors"].values())
     assert "float64: PASS" in text and "were not in" in text  # all but the LayerNorm component's 4
     assert f"4 of the bundle's {n_out} outputs" in text
+
+
+def test_float32_results_verify_at_float32_tolerances_and_a_float32_mistake_still_fails(bundle, tmp_path, capsys):
+    outputs = torch_outputs(bundle, np.float32)
+    assert outputs["logits"].dtype == np.float32 and outputs["grad tok_emb.weight"].dtype == np.float32
+    good, bad = tmp_path / "f32.safetensors", tmp_path / "f32-bad.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in outputs.items()}, str(good))
+    assert main(["golden", "verify", str(bundle), str(good), "--quiet"]) == 0, capsys.readouterr().out
+    assert "float32" in capsys.readouterr().out
+    outputs["param trf_blocks.1.ff.layers.0.weight @ step 2"] *= np.float32(1.001)  # float32 sees 1e-3
+    save_file({k: np.ascontiguousarray(v) for k, v in outputs.items()}, str(bad))
+    assert main(["golden", "verify", str(bundle), str(bad), "--quiet"]) == 1
+    assert "param trf_blocks.1.ff.layers.0.weight @ step 2" in capsys.readouterr().out
 
 
 def test_a_perturbed_output_fails_and_is_named(bundle, tmp_path, capsys):
