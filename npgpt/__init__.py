@@ -8,7 +8,7 @@ from npgpt.config import GPT_CONFIG_124M, GPTConfig
 from npgpt.data import DataLoader, GPTDatasetV1, create_dataloader_v1, train_val_split
 from npgpt.errors import NpgptError
 from npgpt.finite_diff import check_model, gradcheck, rel_error
-from npgpt.generate import generate, generate_text_simple
+from npgpt.generation import generate, generate_text_simple
 from npgpt.layers.kv_cache import KVCache
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW, clip_grad_norm

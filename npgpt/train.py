@@ -21,7 +21,7 @@ import tiktoken
 from npgpt.checkpoint import load_checkpoint, save_checkpoint
 from npgpt.data import DataLoader
 from npgpt.errors import NpgptError, diverged
-from npgpt.generate import generate
+from npgpt.generation import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW, clip_grad_norm
 from npgpt.schedule import lr_at

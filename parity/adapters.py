@@ -7,11 +7,11 @@ Arrays cross the boundary as NumPy arrays keyed by the project's state_dict voca
 from __future__ import annotations
 
 import contextlib
-import importlib
 from typing import Protocol
 
 import numpy as np
 
+from npgpt import generation
 from npgpt.config import GPTConfig
 from npgpt.layers.dropout import draw_mask
 from npgpt.layers.gpt_model import EMB_DROP, dropout_sites
@@ -23,7 +23,6 @@ from parity.bugs import inject
 from parity.torch_module import TorchModuleImpl
 
 # the module (npgpt/__init__ exports the function generate, which shadows it as an attribute)
-np_generation = importlib.import_module("npgpt.generate")
 
 TIED = "out_head.weight"  # tied to tok_emb.weight in a model whose head is its embedding
 
@@ -109,15 +108,15 @@ class NumpyImpl:
         return self.taps_
 
     def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None):
-        """npgpt.generate's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step]);
+        """npgpt.generation's greedy loop: (token ids (B, T + n), [next-token logits (B, V) per step]);
         the window is the last ``context_size`` tokens (default: the model's context length)."""
         seen: list[np.ndarray] = []
         context = context_size or self.model.cfg.context_length
-        ids = np_generation.generate(self.model, prompt, n, context, use_cache=use_cache, on_logits=seen.append)
+        ids = generation.generate(self.model, prompt, n, context, use_cache=use_cache, on_logits=seen.append)
         return ids, seen
 
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
-        return np_generation.filter_logits(logits, temperature, top_k, top_p)
+        return generation.filter_logits(logits, temperature, top_k, top_p)
 
     def data_batches(self, text: str, batch_size: int, max_length: int, stride: int, drop_last: bool):
         """npgpt.data's windows and loader, in order: [(inputs (B, T), targets (B, T)), ...]."""
@@ -204,8 +203,8 @@ class TorchImpl(TorchModuleImpl):
         self.attention = attention
 
     def generate_greedy(self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None):
-        """torchgpt.generate's greedy loop with its own KV cache, over the last ``context_size`` tokens."""
-        from torchgpt.generate import generate
+        """torchgpt.generation's greedy loop with its own KV cache, over the last ``context_size`` tokens."""
+        from torchgpt.generation import generate
 
         seen: list[np.ndarray] = []
         self.module.eval()
@@ -216,7 +215,7 @@ class TorchImpl(TorchModuleImpl):
         return ids.cpu().numpy(), seen
 
     def filter_logits(self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None):
-        from torchgpt.generate import filter_logits
+        from torchgpt.generation import filter_logits
 
         t = self.torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
         return filter_logits(t, temperature, top_k, top_p).cpu().numpy()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from npgpt import data as np_data
+from npgpt import generation
 from npgpt.layers import (
     cross_entropy,
     embedding,
@@ -41,7 +41,6 @@ from npgpt.layers import (
 from npgpt.layers.cross_entropy import softmax
 
 # the module (npgpt/__init__ exports the function generate, which shadows it as an attribute)
-np_generate = importlib.import_module("npgpt.generate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,9 +352,9 @@ CATALOG: dict[str, Bug] = {
             "target_chunk = token_ids[i + 1 : i + max_length + 1]", _swap(np_data, "GPTDatasetV1", _unshifted)),
         Bug("top-k-plus-one", "generate", "top-k keeping k + 1 tokens",
             "keep logits >= the k-th largest: torch.topk(logits, top_k).values[:, -1]",
-            _swap(np_generate, "filter_logits", _filters("top-k-plus-one"))),
+            _swap(generation, "filter_logits", _filters("top-k-plus-one"))),
         Bug("temperature-multiplied", "generate", "the logits multiplied by the temperature",
-            "divide: logits / temperature", _swap(np_generate, "filter_logits", _filters("temperature-multiplied"))),
+            "divide: logits / temperature", _swap(generation, "filter_logits", _filters("temperature-multiplied"))),
     )
 }  # fmt: skip
 

@@ -8,7 +8,7 @@ from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoi
 from torchgpt.data import GPTDatasetV1, create_dataloader_v1
 from torchgpt.device import pick_device
 from torchgpt.fast import compile_model, enable_tf32, make_adamw
-from torchgpt.generate import generate, generate_text_simple
+from torchgpt.generation import generate, generate_text_simple
 from torchgpt.model import (
     GELU,
     FeedForward,

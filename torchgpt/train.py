@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from npgpt.errors import NpgptError, diverged
 from npgpt.tokenizer import text_to_token_ids as _np_text_to_ids
-from torchgpt.generate import generate_text_simple
+from torchgpt.generation import generate_text_simple
 
 
 def text_to_token_ids(text: str, tokenizer: tiktoken.Encoding) -> torch.Tensor:

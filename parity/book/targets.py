@@ -10,18 +10,17 @@ others are forward outputs (what a diagnosis compares).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from npgpt import generation
 from npgpt.config import GPTConfig
 from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
 from npgpt.layers.cross_entropy import softmax
 from parity.engine import ZERO_GRADIENT, draw_ids, random_params
 
-np_generation = importlib.import_module("npgpt.generate")  # the module; npgpt exports a function of that name
 VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)
 NEW_TOKENS = 3
 
@@ -574,7 +573,7 @@ def _run_generate_simple(fn, case, torch, dtype):
 
 def _ref_generate_simple(case, dtype):
     return {
-        "tokens": np_generation.generate_text_simple(_np_model(case, dtype), _ids(case, 6), NEW_TOKENS, _context(case))
+        "tokens": generation.generate_text_simple(_np_model(case, dtype), _ids(case, 6), NEW_TOKENS, _context(case))
     }
 
 
@@ -613,10 +612,10 @@ def _generate_on(fn, model, case, torch):
 def _ref_generate(case, dtype):
     model = _np_model(case, dtype)
     ids = _ids(case, 6)
-    greedy = np_generation.generate(model, ids, NEW_TOKENS, _context(case), temperature=0.0, use_cache=False)
+    greedy = generation.generate(model, ids, NEW_TOKENS, _context(case), temperature=0.0, use_cache=False)
     temperature, top_k = SAMPLING
     logits = model(ids[:, -_context(case) :])[:, -1, :]
-    probs = softmax(np_generation.filter_logits(logits, temperature, min(top_k, VOCAB), None))
+    probs = softmax(generation.filter_logits(logits, temperature, min(top_k, VOCAB), None))
     return {"tokens": greedy, "probabilities": probs}
 
 

@@ -13,7 +13,7 @@ from npgpt.config import GPTConfig
 from npgpt.data import create_dataloader_v1, embedded_text, train_val_split
 from npgpt.errors import NpgptError
 from npgpt.files import check_output_dir
-from npgpt.generate import generate
+from npgpt.generation import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW
 from npgpt.tokenizer import get_tokenizer, read_text, text_to_token_ids, token_ids_to_text

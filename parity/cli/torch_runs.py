@@ -34,7 +34,7 @@ from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoi
 from torchgpt.data import GPTDatasetV1
 from torchgpt.device import pick_device
 from torchgpt.fast import enable_tf32, make_adamw
-from torchgpt.generate import generate
+from torchgpt.generation import generate
 from torchgpt.model import GPTModel, set_attention
 from torchgpt.train import text_to_token_ids, token_ids_to_text, train_model
 

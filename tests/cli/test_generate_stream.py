@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory):
 
 def test_the_stream_is_the_same_text_as_the_whole_generation(capsys, checkpoint):
     from npgpt.checkpoint import load_checkpoint
-    from npgpt.generate import generate
+    from npgpt.generation import generate
     from npgpt.model import GPTModel
     from npgpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npgpt import GPTModel, NpgptError, generate, generate_text_simple
-from npgpt.generate import filter_logits
+from npgpt.generation import filter_logits
 from tests.conftest import randomized_params
 
 

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from npgpt import generation
 from npgpt.config import GPTConfig
 from npgpt.layers import embedding
 from parity import adapters
@@ -84,7 +85,7 @@ def test_a_kv_cache_that_feeds_position_0_to_every_new_token_fails(monkeypatch):
 def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
     from npgpt.layers.cross_entropy import softmax
 
-    real = adapters.np_generation.filter_logits
+    real = adapters.generation.filter_logits
 
     def drops_crossing(logits, temperature, top_k, top_p):
         out = real(logits, temperature, top_k, None)
@@ -97,7 +98,7 @@ def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
         np.put_along_axis(drop, order, through >= top_p, axis=-1)  # the bug: the crossing token goes too
         return np.where(drop, -np.inf, out)
 
-    assert first_failure_with(monkeypatch, adapters.np_generation, "filter_logits", drops_crossing).endswith(
+    assert first_failure_with(monkeypatch, generation, "filter_logits", drops_crossing).endswith(
         "top-p 0.9: kept tokens"
     )
 

@@ -55,7 +55,7 @@ def test_a_reference_that_drops_one_gradient_fails(monkeypatch):
 
 
 def test_the_generation_rows_slide_the_window_so_a_cache_that_never_resets_fails(monkeypatch):
-    from parity.adapters import np_generation
+    from npgpt import generation
     from parity.engine import GENERATED, prompt_of, sliding_window
 
     prompt = prompt_of(np.zeros((2, 16), dtype=np.int64))
@@ -67,7 +67,7 @@ def test_the_generation_rows_slide_the_window_so_a_cache_that_never_resets_fails
             return model(idx[:, -context_size:], kv_cache=kv)[:, -1, :]
         return model(idx[:, -1:], kv_cache=kv)[:, -1, :]
 
-    monkeypatch.setattr(np_generation, "_next_token_logits", never_reset)
+    monkeypatch.setattr(generation, "_next_token_logits", never_reset)
     _, report = _run(impl=TorchImpl(), ref=NumpyImpl())
     assert not report.ok and report.first_failure.name == "generate step 3 logits (KV cache)"
 

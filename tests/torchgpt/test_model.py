@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from npgpt import GPTConfig, NpgptError, param_shapes  # noqa: E402
 from torchgpt import GPTModel, KVCache, generate, generate_text_simple, set_attention  # noqa: E402
-from torchgpt.generate import filter_logits  # noqa: E402
+from torchgpt.generation import filter_logits  # noqa: E402
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True)
 
