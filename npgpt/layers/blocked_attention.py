@@ -24,10 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npgpt.errors import NpgptError
 from npgpt.layers import dropout, linear, multi_head_attention
 from npgpt.layers.kv_cache import LayerKV
-from npgpt.layers.multi_head_attention import _mask_bias, _merge_heads, _split_heads
+from npgpt.layers.multi_head_attention import mask_bias, merge_heads, split_heads
 
 BLOCK = 128  # rows and columns per block: 64 and 256 were no faster at T = 1024 on the 2-core AMD EPYC
 
@@ -87,45 +86,41 @@ def forward(
     def proj(name: str) -> tuple[np.ndarray, linear.Cache]:
         return linear.forward(x, params[f"{prefix}{name}.weight"], params.get(f"{prefix}{name}.bias"))
 
-    q2, q_cache = proj("W_query")
-    k2, k_cache = proj("W_key")
-    v2, v_cache = proj("W_value")
-    queries, keys, values = (_split_heads(a, n_heads) for a in (q2, k2, v2))  # (B, H, T, D) each
+    q2, q_cache = proj("W_query")  # (B, T, C)
+    k2, k_cache = proj("W_key")  # (B, T, C)
+    v2, v_cache = proj("W_value")  # (B, T, C)
+    queries, keys, values = (split_heads(a, n_heads) for a in (q2, k2, v2))  # (B, T, C) -> (B, H, T, D) each
     B, H, T, D = queries.shape
     scale = 1.0 / math.sqrt(D)
-    keep, drop_scale = None, 1.0
+    keep, drop_scale = None, 1.0  # keep: the (B, H, T, T) bool mask M of the derivation
     if train and drop_rate > 0.0:
-        if mask is None:
-            if rng is None:
-                raise NpgptError("dropout in train mode needs an rng or a mask; pass rng=np.random.default_rng(seed)")
-            mask = dropout.draw_mask(rng, (B, H, T, T), drop_rate)
-        keep, drop_scale = mask, 1.0 / (1.0 - drop_rate)
-    future = _mask_bias(T, T, queries.dtype)
+        keep, drop_scale = dropout.keep_mask((B, H, T, T), drop_rate, rng=rng, mask=mask), 1.0 / (1.0 - drop_rate)
+    future = mask_bias(T, T, queries.dtype)  # (T, T) of 0 and -inf
     context = np.empty_like(queries)  # (B, H, T, D)
-    lse = np.empty((B, H, T, 1), dtype=queries.dtype)
+    lse = np.empty((B, H, T, 1), dtype=queries.dtype)  # (B, H, T, 1)
     for i0, i1 in _blocks(T, block):
-        q_i = queries[:, :, i0:i1]
-        m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=queries.dtype)  # running row maximum
-        l = np.zeros_like(m)  # running row sum of exp(s - m)  # noqa: E741
-        acc = np.zeros_like(q_i)  # running context, in units of exp(-m)
+        q_i = queries[:, :, i0:i1]  # (B, H, bq, D)
+        m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=queries.dtype)  # (B, H, bq, 1) running row maximum
+        l = np.zeros_like(m)  # (B, H, bq, 1) running row sum of exp(s - m)  # noqa: E741
+        acc = np.zeros_like(q_i)  # (B, H, bq, D) running context, in units of exp(-m)
         for j0, j1 in _blocks(i1, block):  # key blocks up to the diagonal; later ones are all future
-            s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)
-            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+            s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)  # (B, H, bq, bk)
+            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))  # (B, H, bq, 1)
             s -= m_new
-            p = np.exp(s, out=s)  # (B, H, bq, bk) unnormalised weights
-            rescale = np.exp(m - m_new)  # how much the running sums shrink under the new maximum
-            l = l * rescale + p.sum(axis=-1, keepdims=True)  # noqa: E741
-            if keep is not None:  # dropout on the weights: the numerator only, never the sum l
-                p = p * keep[:, :, i0:i1, j0:j1]
+            p = np.exp(s, out=s)  # (B, H, bq, bk) unnormalised weights, in s's buffer
+            r = np.exp(m - m_new)  # (B, H, bq, 1) how much the earlier sums shrink
+            l = l * r + p.sum(axis=-1, keepdims=True)  # (B, H, bq, 1)  # noqa: E741
+            if keep is not None:  # dropout on the numerator only, never the sum l
+                p = p * keep[:, :, i0:i1, j0:j1]  # (B, H, bq, bk)
                 p *= drop_scale
-            acc *= rescale
-            acc += p @ values[:, :, j0:j1]
+            acc *= r
+            acc += p @ values[:, :, j0:j1]  # (B, H, bq, bk) @ (B, H, bk, D) -> (B, H, bq, D)
             m = m_new
-        context[:, :, i0:i1] = acc / l
-        lse[:, :, i0:i1] = m + np.log(l)
+        context[:, :, i0:i1] = acc / l  # (B, H, bq, D)
+        lse[:, :, i0:i1] = m + np.log(l)  # (B, H, bq, 1)
     out, out_cache = linear.forward(
-        _merge_heads(context), params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
-    )
+        merge_heads(context), params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
+    )  # (B, H, T, D) -> (B, T, C) -> (B, T, C)
     cache = Cache(
         q_cache, k_cache, v_cache, out_cache, queries, keys, values, context, lse,
         dropout.Cache(keep, drop_scale), block, prefix,
@@ -136,10 +131,12 @@ def forward(
 def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(dx, grads keyed like the state_dict), recomputing each block's weights from the cache.
 
-    Per block pair, with P the weights and P' = P * keep * scale after dropout:
-    dV_j += P'^T dO_i;  dP' = dO_i V_j^T;  dP = dP' * keep * scale;
-    dS = P * (dP - rowsum(dO_i * O_i)) / sqrt(D);  dQ_i += dS K_j;  dK_j += dS^T Q_i.
-    rowsum(dO * O) equals the softmax backward's sum_k P_ik dP_ik, because O_i = sum_k P'_ik V_k.
+    Per block pair (i, j), in docs/math/blocked_attention.md's names, with w the weights,
+    M the keep mask and w' = w * M / (1 - p) the weights after dropout:
+    dv_j += w'^T dO_i;  dw' = dO_i v_j^T;  dw = dw' * M / (1 - p);
+    ds = w * (dw - Δ_i) / sqrt(D);  dq_i += ds k_j;  dk_j += ds^T q_i,
+    where Δ = rowsum(dO * O) equals the softmax backward's sum_k w_k dw_k, because
+    O_i = sum_k w'_ik v_k.
     """
     grads: dict[str, np.ndarray] = {}
 
@@ -148,39 +145,43 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
         if db is not None:
             grads[f"{cache.prefix}{name}.bias"] = db
 
-    queries, keys, values = cache.queries, cache.keys, cache.values
-    keep, drop_scale = cache.drop_cache
+    queries, keys, values = cache.queries, cache.keys, cache.values  # (B, H, T, D) each
+    keep, drop_scale = cache.drop_cache  # (B, H, T, T) bool or None, 1 / (1 - p)
     _, H, T, D = queries.shape
     scale = 1.0 / math.sqrt(D)
     dcontext, dW, db = linear.backward(dout, cache.out_cache)  # (B, T, C)
     put("out_proj", dW, db)
-    dctx = _split_heads(dcontext, H)  # (B, H, T, D)
-    delta = (dctx * cache.context).sum(axis=-1, keepdims=True)  # (B, H, T, 1)
-    dq, dk, dv = np.zeros_like(queries), np.zeros_like(keys), np.zeros_like(values)
-    future = _mask_bias(T, T, queries.dtype)
+    dO = split_heads(dcontext, H)  # (B, T, C) -> (B, H, T, D)
+    delta = (dO * cache.context).sum(axis=-1, keepdims=True)  # (B, H, T, 1) Δ = rowsum(dO ⊙ O)
+    dq, dk, dv = np.zeros_like(queries), np.zeros_like(keys), np.zeros_like(values)  # (B, H, T, D) each
+    future = mask_bias(T, T, queries.dtype)  # (T, T)
     for i0, i1 in _blocks(T, cache.block):
-        q_i, do_i = queries[:, :, i0:i1], dctx[:, :, i0:i1]
+        q_i, dO_i = queries[:, :, i0:i1], dO[:, :, i0:i1]  # (B, H, bq, D) each
         for j0, j1 in _blocks(i1, cache.block):
-            s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)
+            k_j, v_j = keys[:, :, j0:j1], values[:, :, j0:j1]  # (B, H, bk, D) each
+            s = _scores(q_i, k_j, i0, j0, scale, future)  # (B, H, bq, bk)
             s -= cache.lse[:, :, i0:i1]
-            p = np.exp(s, out=s)  # (B, H, bq, bk) the forward's weights, recomputed
-            dp = do_i @ values[:, :, j0:j1].transpose(0, 1, 3, 2)  # (B, H, bq, bk)
+            w = np.exp(s, out=s)  # (B, H, bq, bk) the forward's weights, recomputed in s's buffer
+            dw_dropped = dO_i @ v_j.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, bk): dw'
             if keep is not None:
-                kept = keep[:, :, i0:i1, j0:j1]
-                dv[:, :, j0:j1] += (p * kept * drop_scale).transpose(0, 1, 3, 2) @ do_i
-                dp *= kept
-                dp *= drop_scale
+                kept = keep[:, :, i0:i1, j0:j1]  # (B, H, bq, bk) M
+                dv[:, :, j0:j1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, H, bk, D)
+                dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
+                dw *= kept
+                dw *= drop_scale
             else:
-                dv[:, :, j0:j1] += p.transpose(0, 1, 3, 2) @ do_i
-            dp -= delta[:, :, i0:i1]
-            dp *= p
-            dp *= scale  # dS, the gradient of the unscaled scores
-            dq[:, :, i0:i1] += dp @ keys[:, :, j0:j1]
-            dk[:, :, j0:j1] += dp.transpose(0, 1, 3, 2) @ q_i
-    dx_q, dW, db = linear.backward(_merge_heads(dq), cache.q_cache)
+                dv[:, :, j0:j1] += w.transpose(0, 1, 3, 2) @ dO_i  # (B, H, bk, bq) @ (B, H, bq, D)
+                dw = dw_dropped  # no dropout: w' = w
+            ds = dw  # ds = w ⊙ (dw - Δ_i) / sqrt(D), in dw's buffer
+            ds -= delta[:, :, i0:i1]
+            ds *= w
+            ds *= scale  # (B, H, bq, bk) the gradient of the unscaled scores
+            dq[:, :, i0:i1] += ds @ k_j  # (B, H, bq, bk) @ (B, H, bk, D)
+            dk[:, :, j0:j1] += ds.transpose(0, 1, 3, 2) @ q_i  # (B, H, bk, bq) @ (B, H, bq, D)
+    dx_q, dW, db = linear.backward(merge_heads(dq), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
     put("W_query", dW, db)
-    dx_k, dW, db = linear.backward(_merge_heads(dk), cache.k_cache)
+    dx_k, dW, db = linear.backward(merge_heads(dk), cache.k_cache)  # (B, T, C)
     put("W_key", dW, db)
-    dx_v, dW, db = linear.backward(_merge_heads(dv), cache.v_cache)
+    dx_v, dW, db = linear.backward(merge_heads(dv), cache.v_cache)  # (B, T, C)
     put("W_value", dW, db)
     return dx_q + dx_k + dx_v, grads

@@ -38,15 +38,25 @@ def forward(
     """
     if not train or p == 0.0:
         return x, Cache(None, 1.0)
-    if mask is None:
-        if rng is None:
-            raise NpgptError("dropout in train mode needs an rng or a mask; pass rng=np.random.default_rng(seed)")
-        mask = draw_mask(rng, x.shape, p)
-    elif mask.shape != x.shape:
-        raise NpgptError(f"dropout mask has shape {mask.shape}, expected {x.shape}")
+    mask = keep_mask(x.shape, p, rng=rng, mask=mask)
     scale = 1.0 / (1.0 - p)
     out = x * mask * scale  # bool mask promotes to x's dtype; scale is a Python float
     return out, Cache(mask, scale)
+
+
+def keep_mask(
+    shape: tuple[int, ...], p: float, *, rng: np.random.Generator | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """The keep mask of a train-mode dropout of rate ``p`` over an array of ``shape``: the
+    supplied ``mask`` (its shape checked: a wrong one would broadcast silently), else one drawn
+    from ``rng``. For a layer that applies dropout piecewise (blocked_attention)."""
+    if mask is not None:
+        if mask.shape != tuple(shape):
+            raise NpgptError(f"dropout mask has shape {mask.shape}, expected {tuple(shape)}")
+        return mask
+    if rng is None:
+        raise NpgptError("dropout in train mode needs an rng or a mask; pass rng=np.random.default_rng(seed)")
+    return draw_mask(rng, tuple(shape), p)
 
 
 def at_site(masks: dict[str, np.ndarray | None], site: str, p: float) -> tuple[float, np.ndarray | None]:

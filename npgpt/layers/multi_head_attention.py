@@ -42,7 +42,7 @@ def causal_mask(T: int, S: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _mask_bias(T: int, S: int, dtype: np.dtype) -> np.ndarray:
+def mask_bias(T: int, S: int, dtype: np.dtype) -> np.ndarray:
     """(T, S) array of 0 and -inf: adding it equals masked_fill(mask, -inf), ~100x faster than
     boolean-index assignment on a (B, H, T, S) array."""
     bias = np.where(causal_mask(T, S), -np.inf, 0.0).astype(dtype)
@@ -50,12 +50,12 @@ def _mask_bias(T: int, S: int, dtype: np.dtype) -> np.ndarray:
     return bias
 
 
-def _split_heads(x: np.ndarray, H: int) -> np.ndarray:
+def split_heads(x: np.ndarray, H: int) -> np.ndarray:
     B, T, C = x.shape
     return x.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, H, T, D)
 
 
-def _merge_heads(x: np.ndarray) -> np.ndarray:
+def merge_heads(x: np.ndarray) -> np.ndarray:
     B, H, T, D = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, C)
 
@@ -99,15 +99,15 @@ def forward(
     q2, q_cache = proj("W_query")  # (B, T, C)
     k2, k_cache = proj("W_key")  # (B, T, C)
     v2, v_cache = proj("W_value")  # (B, T, C)
-    queries = _split_heads(q2, n_heads)  # (B, T, C) -> (B, H, T, D)
-    keys = _split_heads(k2, n_heads)  # (B, T, C) -> (B, H, T, D)
-    values = _split_heads(v2, n_heads)  # (B, T, C) -> (B, H, T, D)
+    queries = split_heads(q2, n_heads)  # (B, T, C) -> (B, H, T, D)
+    keys = split_heads(k2, n_heads)  # (B, T, C) -> (B, H, T, D)
+    values = split_heads(v2, n_heads)  # (B, T, C) -> (B, H, T, D)
     if kv is not None:
         keys, values = kv.append(keys, values)  # (B, H, S, D) each
     T, S, D = queries.shape[2], keys.shape[2], queries.shape[3]
 
     attn_scores = queries @ keys.transpose(0, 1, 3, 2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
-    attn_scores += _mask_bias(T, S, attn_scores.dtype)  # the book's masked_fill_(mask_bool, -inf)
+    attn_scores += mask_bias(T, S, attn_scores.dtype)  # the book's masked_fill_(mask_bool, -inf)
     attn_scores /= math.sqrt(D)  # the book divides by keys.shape[-1] ** 0.5
     attn_weights = attn_scores  # softmax over keys, in place: the scores are not needed again
     attn_weights -= attn_weights.max(axis=-1, keepdims=True)  # (B, H, T, S)
@@ -115,7 +115,7 @@ def forward(
     attn_weights /= attn_weights.sum(axis=-1, keepdims=True)
     dropped, drop_cache = dropout.forward(attn_weights, drop_rate, train=train, rng=rng, mask=mask)
 
-    context_vec = _merge_heads(dropped @ values)  # (B, H, T, S) @ (B, H, S, D) -> (B, T, C)
+    context_vec = merge_heads(dropped @ values)  # (B, H, T, S) @ (B, H, S, D) -> (B, T, C)
     out, out_cache = linear.forward(
         context_vec, params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
     )
@@ -144,7 +144,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     # out = out_proj(context_vec)
     dcontext, dW, db = linear.backward(dout, cache.out_cache)  # (B, T, C)
     put("out_proj", dW, db)
-    dctx = _split_heads(dcontext, H)  # (B, T, C) -> (B, H, T, D)
+    dctx = split_heads(dcontext, H)  # (B, T, C) -> (B, H, T, D)
     # context = dropped @ values  ->  ddropped = dctx @ values^T,  dvalues = dropped^T @ dctx
     ddropped = dctx @ values.transpose(0, 1, 3, 2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
     dvalues = cache.dropped_weights.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, T) @ (B, H, T, D)
@@ -161,11 +161,11 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     dkeys = dattn_scores.transpose(0, 1, 3, 2) @ queries  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)
 
     # queries = W_query(x), keys = W_key(x), values = W_value(x)
-    dx_q, dW, db = linear.backward(_merge_heads(dqueries), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
+    dx_q, dW, db = linear.backward(merge_heads(dqueries), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
     put("W_query", dW, db)
-    dx_k, dW, db = linear.backward(_merge_heads(dkeys), cache.k_cache)  # (B, T, C)
+    dx_k, dW, db = linear.backward(merge_heads(dkeys), cache.k_cache)  # (B, T, C)
     put("W_key", dW, db)
-    dx_v, dW, db = linear.backward(_merge_heads(dvalues), cache.v_cache)  # (B, T, C)
+    dx_v, dW, db = linear.backward(merge_heads(dvalues), cache.v_cache)  # (B, T, C)
     put("W_value", dW, db)
     # x fans out to the three projections, so its gradient is the sum of the three paths
     dx = dx_q + dx_k + dx_v  # (B, T, C)

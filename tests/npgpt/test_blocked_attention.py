@@ -105,3 +105,14 @@ def test_its_cache_holds_no_square_of_weights():
     _, blocked = blocked_attention.forward(x, params, "", s["H"], block=s["block"])
     squares = [f for f in blocked if isinstance(f, np.ndarray) and f.shape[-2:] == (s["T"], s["T"])]
     assert not squares and any(isinstance(f, np.ndarray) and f.shape[-2:] == (64, 64) for f in plain)
+
+
+@pytest.mark.parametrize("layer", [multi_head_attention, blocked_attention])
+def test_a_wrong_shaped_dropout_mask_is_refused_not_broadcast(layer):
+    rng = np.random.default_rng(0)
+    C, H, T = 4, 2, 6
+    params = {f"{n}.weight": rng.standard_normal((C, C)) for n in ("W_query", "W_key", "W_value", "out_proj")}
+    x = rng.standard_normal((2, T, C))
+    one_row = draw_mask(rng, (2, H, 1, T), 0.5)  # would broadcast over the query rows
+    with pytest.raises(NpgptError, match=r"dropout mask has shape \(2, 2, 1, 6\), expected \(2, 2, 6, 6\)"):
+        layer.forward(x, params, "", H, 0.5, train=True, mask=one_row)

@@ -224,11 +224,11 @@ def test_negative_control_off_by_one_mask(monkeypatch):
     monkeypatch.setattr(
         multi_head_attention, "causal_mask", lambda T, S: np.triu(np.ones((T, S), dtype=bool), k=S - T + 2)
     )
-    multi_head_attention._mask_bias.cache_clear()
+    multi_head_attention.mask_bias.cache_clear()
     try:
         assert failures(attention_rows(BUG_CASE, "float64"))
     finally:
-        multi_head_attention._mask_bias.cache_clear()
+        multi_head_attention.mask_bias.cache_clear()
 
 
 def test_negative_control_overwritten_residual_gradient(monkeypatch):
