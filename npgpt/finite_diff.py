@@ -19,9 +19,8 @@ def rel_error(a: float | np.ndarray, b: float | np.ndarray, zero_tol: float = 1e
 
     When both are below ``zero_tol`` in norm they are both zero to within finite-difference
     noise (e.g. the W_key bias, whose gradient is exactly 0 because softmax ignores a constant
-    shift of a row of scores) and the error is reported as ``||a - b|| / zero_tol`` capped at 0
-    for noise: 0.0. Comparing vectors, not single elements, keeps the metric meaningful when one
-    element happens to be tiny.
+    shift of a row of scores), and the error is 0.0. Comparing vectors, not single elements,
+    keeps the metric meaningful when one element happens to be tiny.
     """
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)))

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from npgpt.errors import NpgptError
-from npgpt.layers.cross_entropy import softmax
 from npgpt.layers.kv_cache import KVCache
+from npgpt.layers.softmax import softmax
 from npgpt.model import GPTModel
 
 

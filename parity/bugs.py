@@ -38,7 +38,7 @@ from npgpt.layers import (
     multi_head_attention,
     transformer_block,
 )
-from npgpt.layers.cross_entropy import softmax
+from npgpt.layers.softmax import softmax
 
 # the module (npgpt/__init__ exports the function generate, which shadows it as an attribute)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
-from npgpt.layers.cross_entropy import softmax
+from npgpt.layers.softmax import softmax
 from parity.adapters import TIED, Implementation, draw_masks
 from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, missing
 from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, tolerance

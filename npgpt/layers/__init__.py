@@ -18,6 +18,7 @@ from npgpt.layers import (
     layer_norm,
     linear,
     multi_head_attention,
+    softmax,
     transformer_block,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "layer_norm",
     "linear",
     "multi_head_attention",
+    "softmax",
     "transformer_block",
 ]

@@ -23,13 +23,6 @@ def _like(a: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
     return a.shape, a.dtype
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax (subtract the max first); -inf entries get probability 0."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
-
-
 def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]:
     """``loss = mean_{b,t} ( logsumexp(logits[b, t]) - logits[b, t, targets[b, t]] )``.
 

@@ -2,7 +2,7 @@
 
 The keep mask is a boolean array of x's shape. It is drawn from an explicit
 ``np.random.Generator`` or supplied by the caller, so two implementations can be run with
-the same masks (parity with dropout on).
+the same masks (parity with dropout on). Derivation: docs/math/dropout.md.
 """
 
 from __future__ import annotations

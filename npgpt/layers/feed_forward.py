@@ -2,6 +2,7 @@
 
 State_dict keys ``{prefix}layers.0.*`` and ``{prefix}layers.2.*`` (index 1 is the GELU).
 Shapes: B batch, T tokens, C emb_dim, F = 4C.
+Derivation: docs/math/residual.md (the chain rule through linear.md and gelu.md, in reverse order).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
     logits = out_head(final_norm(x))
 
 Shapes: B batch, T tokens, C emb_dim, V vocab_size, L n_layers.
+Derivation: docs/math/gpt_model.md (and docs/math/residual.md for the blocks' shortcuts).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """nn.Linear: ``out = x @ W.T + b`` with the weight stored (out, in), as torch stores it.
 
 Shapes: N any leading dims (usually B, T), I in_features, O out_features.
+Derivation: docs/math/linear.md.
 """
 
 from __future__ import annotations

@@ -113,14 +113,15 @@ def forward(
     attn_weights -= attn_weights.max(axis=-1, keepdims=True)  # (B, H, T, S)
     np.exp(attn_weights, out=attn_weights)
     attn_weights /= attn_weights.sum(axis=-1, keepdims=True)
-    dropped, drop_cache = dropout.forward(attn_weights, drop_rate, train=train, rng=rng, mask=mask)
+    dropped_weights, drop_cache = dropout.forward(attn_weights, drop_rate, train=train, rng=rng, mask=mask)
 
-    context_vec = merge_heads(dropped @ values)  # (B, H, T, S) @ (B, H, S, D) -> (B, T, C)
+    context_heads = dropped_weights @ values  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+    context_vec = merge_heads(context_heads)  # (B, H, T, D) -> (B, T, C)
     out, out_cache = linear.forward(
         context_vec, params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
     )
     cache = Cache(
-        q_cache, k_cache, v_cache, out_cache, queries, keys, values, attn_weights, drop_cache, dropped, prefix
+        q_cache, k_cache, v_cache, out_cache, queries, keys, values, attn_weights, drop_cache, dropped_weights, prefix
     )
     return out, cache
 
@@ -142,17 +143,18 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     H = queries.shape[1]
 
     # out = out_proj(context_vec)
-    dcontext, dW, db = linear.backward(dout, cache.out_cache)  # (B, T, C)
+    dcontext_vec, dW, db = linear.backward(dout, cache.out_cache)  # (B, T, C)
     put("out_proj", dW, db)
-    dctx = split_heads(dcontext, H)  # (B, T, C) -> (B, H, T, D)
-    # context = dropped @ values  ->  ddropped = dctx @ values^T,  dvalues = dropped^T @ dctx
-    ddropped = dctx @ values.transpose(0, 1, 3, 2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
-    dvalues = cache.dropped_weights.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, T) @ (B, H, T, D)
-    # dropped = dropout(attn_weights)
-    dweights = dropout.backward(ddropped, cache.drop_cache)  # (B, H, T, S)
+    dcontext_heads = split_heads(dcontext_vec, H)  # (B, T, C) -> (B, H, T, D)
+    # context_heads = dropped_weights @ values
+    #   ->  ddropped_weights = dcontext_heads @ values^T,  dvalues = dropped_weights^T @ dcontext_heads
+    ddropped_weights = dcontext_heads @ values.transpose(0, 1, 3, 2)  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    dvalues = cache.dropped_weights.transpose(0, 1, 3, 2) @ dcontext_heads  # (B, H, S, T) @ (B, H, T, D)
+    # dropped_weights = dropout(attn_weights)
+    dattn_weights = dropout.backward(ddropped_weights, cache.drop_cache)  # (B, H, T, S)
     # attn_weights = softmax(scaled_scores)  ->  dscaled_scores = w * (dw - sum(dw * w))
     # masked entries have w == 0, so they get zero gradient: the mask needs no extra step.
-    dscaled_scores = attn_weights * (dweights - (dweights * attn_weights).sum(axis=-1, keepdims=True))
+    dscaled_scores = attn_weights * (dattn_weights - (dattn_weights * attn_weights).sum(axis=-1, keepdims=True))
     # scaled_scores = attn_scores / sqrt(D)
     dattn_scores = dscaled_scores / math.sqrt(D)  # (B, H, T, S)
     del dscaled_scores

@@ -18,7 +18,7 @@ import numpy as np
 from npgpt import generation
 from npgpt.config import GPTConfig
 from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
-from npgpt.layers.cross_entropy import softmax
+from npgpt.layers.softmax import softmax
 from parity.engine import ZERO_GRADIENT, draw_ids, random_params
 
 VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)

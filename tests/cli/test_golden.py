@@ -31,7 +31,7 @@ def torch_outputs(bundle: Path, dtype: type = np.float64) -> dict[str, np.ndarra
     own tensors in ``dtype``)."""
     pytest.importorskip("torch")
     from npgpt.config import GPTConfig
-    from npgpt.layers.cross_entropy import softmax
+    from npgpt.layers.softmax import softmax
     from parity.adapters import TorchImpl
     from parity.engine import Schedule
 

@@ -83,7 +83,7 @@ def test_a_kv_cache_that_feeds_position_0_to_every_new_token_fails(monkeypatch):
 
 
 def test_top_p_that_drops_the_token_crossing_p_fails(monkeypatch):
-    from npgpt.layers.cross_entropy import softmax
+    from npgpt.layers.softmax import softmax
 
     real = adapters.generation.filter_logits
 
