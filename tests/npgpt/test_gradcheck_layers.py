@@ -37,6 +37,12 @@ def _check(forward, backward, inputs, out_shape, seed=0):
     return max(errors.values()), errors
 
 
+def assert_within(errors: dict[str, float]) -> None:
+    """Every tensor's gradcheck error under COMPONENT_TOL; a failure names the tensors and errors."""
+    bad = {name: f"{err:.1e}" for name, err in errors.items() if not err < COMPONENT_TOL}
+    assert not bad, f"gradcheck error >= {COMPONENT_TOL:.0e} for {bad}"
+
+
 def rand(rng, *shape):
     return rng.standard_normal(shape)
 
@@ -53,8 +59,8 @@ def test_linear(bias):
         dx, dW, db = linear.backward(dout, cache)
         return {"x": dx, "W": dW, **({"b": db} if bias else {})}
 
-    err, _ = _check(lambda **p: linear.forward(**p)[0], backward, inputs, (2, 3, 4))
-    assert err < COMPONENT_TOL
+    _, errors = _check(lambda **p: linear.forward(**p)[0], backward, inputs, (2, 3, 4))
+    assert_within(errors)
 
 
 def test_layer_norm():
@@ -65,16 +71,16 @@ def test_layer_norm():
     def backward(dout):
         return dict(zip(("x", "scale", "shift"), layer_norm.backward(dout, cache), strict=True))
 
-    err, _ = _check(lambda **p: layer_norm.forward(**p)[0], backward, inputs, (2, 4, 7))
-    assert err < COMPONENT_TOL
+    _, errors = _check(lambda **p: layer_norm.forward(**p)[0], backward, inputs, (2, 4, 7))
+    assert_within(errors)
 
 
 def test_gelu():
     rng = np.random.default_rng(2)
     inputs = {"x": 3.0 * rand(rng, 3, 11)}
     _, cache = gelu.forward(**inputs)
-    err, _ = _check(lambda **p: gelu.forward(**p)[0], lambda d: {"x": gelu.backward(d, cache)}, inputs, (3, 11))
-    assert err < COMPONENT_TOL
+    _, errors = _check(lambda **p: gelu.forward(**p)[0], lambda d: {"x": gelu.backward(d, cache)}, inputs, (3, 11))
+    assert_within(errors)
 
 
 def test_dropout_with_fixed_mask():
@@ -82,13 +88,13 @@ def test_dropout_with_fixed_mask():
     mask = rng.random((4, 6)) > 0.3
     inputs = {"x": rand(rng, 4, 6)}
     _, cache = dropout.forward(inputs["x"], 0.3, train=True, mask=mask)
-    err, _ = _check(
+    _, errors = _check(
         lambda **p: dropout.forward(p["x"], 0.3, train=True, mask=mask)[0],
         lambda d: {"x": dropout.backward(d, cache)},
         inputs,
         (4, 6),
     )
-    assert err < COMPONENT_TOL
+    assert_within(errors)
 
 
 def test_embedding_with_repeated_ids():
@@ -101,8 +107,8 @@ def test_embedding_with_repeated_ids():
         dtok, dpos = embedding.backward(dout, cache)
         return {"tok_emb": dtok, "pos_emb": dpos}
 
-    err, _ = _check(lambda **p: embedding.forward(ids, **p)[0], backward, inputs, (2, 4, 6))
-    assert err < COMPONENT_TOL
+    _, errors = _check(lambda **p: embedding.forward(ids, **p)[0], backward, inputs, (2, 4, 6))
+    assert_within(errors)
 
 
 def test_cross_entropy():
@@ -116,7 +122,7 @@ def test_cross_entropy():
         {"logits": cross_entropy.backward(1.0, cache)},
         n_coords=6,
     )
-    assert max(errors.values()) < COMPONENT_TOL
+    assert_within(errors)
 
 
 def _block_params(cfg, seed):
@@ -219,7 +225,7 @@ def test_whole_model_with_dropout_masks(small_cfg):
         return GPTModel(cfg, params=params).train().loss(ids, targets, masks=masks)
 
     errors = gradcheck(loss_at, model.params, grads, n_coords=2)
-    assert max(errors.values()) < MODEL_TOL
+    assert max(errors.values()) < MODEL_TOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
 
 
 def test_gradcheck_catches_a_wrong_scatter():

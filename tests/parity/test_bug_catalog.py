@@ -53,9 +53,12 @@ def test_the_clean_reference_passes_against_torchgpt_in_the_same_run():
     ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
     from parity.adapters import NumpyImpl
 
-    run_check(BuggedImpl("no-causal-mask"), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 1)
+    mutant = run_check(
+        BuggedImpl("no-causal-mask"), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 1
+    )
+    assert not mutant.ok  # the mutant ran, and failed ...
     report = run_check(NumpyImpl(), TorchImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 1)
-    assert report.ok, report.first_failure
+    assert report.ok, report.first_failure  # ... and left nothing behind in the clean one
 
 
 def test_inject_bug_and_the_bugs_listing(capsys):
