@@ -4,7 +4,8 @@ One module per command family, each adding its subcommands and returning their r
 
 - ``training``: train, demo, generate (``--impl numpy|torch``; ``numpy_runs`` and ``torch_runs``
   hold the two implementations' runners, ``torch_flags`` the opt-in torch speed-ups);
-- ``check``: the main job, npgpt against torchgpt tensor by tensor;
+- ``check``: the main job, npgpt against torchgpt tensor by tensor (``reports`` prints and writes the
+  verdict commands' reports);
 - ``check_book``: a reader's own code from the book, class by class (parity/book);
 - ``golden``: write and verify golden bundles (implementations in any language);
 - ``weights``: download and convert;

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import dataclasses
 import io
-import json
 import os
 import re
 import resource
@@ -15,16 +13,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
-from npgpt.files import atomic_write
 from npgpt.validate import check_values
 from parity import user_code
 from parity.bugs import CATALOG
+from parity.cli.reports import check_report_path, print_report, write_json
 from parity.cli.runs import DefaultsHelp, Runner
 from parity.engine import RandomWeights, Report, Spill, draw_ids, run_check
 
@@ -188,55 +185,8 @@ def _sites_off(target, cfg: GPTConfig) -> str:
     return f"; off at {', '.join(off)} on both sides" if off else ""
 
 
-def write_json(path: str, config: dict, implementation: str, source: str, reports: list[Report]) -> None:
-    """The one --json schema of check and golden verify (docs/adapters.md), written atomically."""
-    payload = {
-        "config": config,
-        "implementation": implementation,
-        "reference": "npgpt",
-        "source": source,
-        "reports": [
-            {
-                "dtype": r.dtype,
-                "ok": r.ok,
-                "notes": r.notes,
-                "worst": r.worst(),
-                "rows": [dataclasses.asdict(c) for c in r.rows],
-            }
-            for r in reports
-        ],
-    }
-    text = json.dumps(payload, indent=1, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
-
-
-def check_report_path(path: str | None, key: str = "reports", what: str = "npgpt check") -> None:
-    """The report may replace an earlier ``what`` report (a JSON object with ``key``), never another
-    file, and its directory must be writable; nothing is created until the report is written
-    (atomically)."""
-    if not path:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise NpgptError(f"--json {path}: is a directory; give a file name")
-    if path.exists():
-        try:
-            earlier = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            earlier = None
-        if not (isinstance(earlier, dict) and key in earlier):
-            raise NpgptError(f"--json {path}: exists and is not an {what} report; choose another path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise NpgptError(f"--json {path}: the directory {parent} does not exist; create it or choose another path")
-    try:
-        tempfile.TemporaryFile(dir=parent).close()
-    except OSError as exc:
-        raise NpgptError(f"--json {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -345,22 +295,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{errors[0]} (exit 3: the implementation under test crashed; its rows up to there are above)")
         return 3
     return 0 if all(r.ok for r in reports) else 1
-
-
-def print_report(report: Report, dtype: str, seconds: float | None, quiet: bool) -> None:
-    took = "" if seconds is None else f" in {seconds:.1f} s"
-    print(f"\n== {dtype}: {len(report.rows)} tensors compared{took} ==")
-    if quiet:
-        print(report.summary())
-    else:  # every tensor, then the per-component summary: the verdict and what it rests on come last
-        print(report.table())
-        print(f"\n-- {dtype} by component")
-        print(report.summary(notes=False))
-    worst = ", ".join(f"{k} {a:.1e}/{r:.1e}" for k, (a, r) in report.worst().items())
-    print(f"largest error by kind (abs/rel): {worst}")
-    first = report.first_failure
-    if first is None:
-        print(f"{dtype}: PASS, all {len(report.rows)} within tolerance")
-    else:
-        n_bad = sum(not r.ok for r in report.rows)
-        print(f"{dtype}: FAIL, {n_bad} outside tolerance; first diverging tensor: {first.name}")

@@ -12,7 +12,7 @@ import numpy as np
 
 from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
-from parity.cli.check import check_report_path
+from parity.cli.reports import check_report_path
 from parity.cli.runs import DefaultsHelp, Runner
 
 

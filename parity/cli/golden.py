@@ -41,7 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
 def run(args: argparse.Namespace) -> int:
     from npgpt.validate import check_values
     from parity import golden
-    from parity.cli.check import check_report_path, print_report, write_json
+    from parity.cli.reports import check_report_path, print_report, write_json
 
     if args.verb == "write":
         check_values(vars(args))

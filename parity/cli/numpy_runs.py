@@ -4,50 +4,41 @@ checkpoints and KV-cache generation."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from npgpt.checkpoint import load_checkpoint
 from npgpt.config import GPTConfig
-from npgpt.data import create_dataloader_v1, embedded_text, train_val_split
+from npgpt.data import create_dataloader_v1, train_val_split
 from npgpt.errors import NpgptError
 from npgpt.files import check_output_dir
 from npgpt.generation import generate
 from npgpt.model import GPTModel
 from npgpt.optim import AdamW
-from npgpt.tokenizer import get_tokenizer, read_text, text_to_token_ids, token_ids_to_text
+from npgpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
 from npgpt.train import TrainState, load_training, train_model
-from npgpt.validate import check_values
 from npgpt.workspace import Workspace
 from parity.cli.runs import (
-    RUN_FLAGS,
-    apply_saved_run_flags,
     check_generate_args,
     config_overrides,
     finish_run,
+    start_training,
     stop_on_signals,
     streamed,
-    text_sha256,
+    too_short,
 )
 
 CHECKPOINT = "checkpoint.npz"
 
 
-def run_train(args: argparse.Namespace) -> int:
-    check_values(vars(args))
-    out = Path(args.out)
-    ckpt = out / CHECKPOINT
-    text = read_text(args.text) if args.text else embedded_text()
+def run_train(args: argparse.Namespace, save_on_eval: bool = True) -> int:
+    """``save_on_eval``: a checkpoint at every evaluation (the demo saves once, at the end)."""
+    run = start_training(args, CHECKPOINT)
     if args.resume:
-        model, optimizer, state, meta = load_training(ckpt)
-        if meta.get("text_sha256") != text_sha256(text):
-            raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
-        apply_saved_run_flags(args, meta["args"], ckpt)  # the run's own hyperparameters
-        print(f"resuming {ckpt} at step {state.global_step + 2} (epoch {state.epoch + 1})")
+        model, optimizer, state, meta = load_training(run.ckpt)
+        run.resume(args, meta)  # the same text, the run's own hyperparameters
+        print(f"resuming {run.ckpt} at step {state.global_step + 2} (epoch {state.epoch + 1})")
     else:
-        if ckpt.exists():
-            raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
         cfg = GPTConfig.preset(args.config, **config_overrides(args))
         model = GPTModel(cfg, seed=args.seed, dtype=np.dtype(args.dtype))
         optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
@@ -56,8 +47,8 @@ def run_train(args: argparse.Namespace) -> int:
     model.workspace = Workspace()  # each step's gradients into the last step's arrays (npgpt/workspace.py)
     cfg = model.cfg
     tokenizer = get_tokenizer(cfg.vocab_size)  # GPT-2's, or its first merges for a small vocabulary
-    check_output_dir(out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
-    train_text, val_text = train_val_split(text)
+    check_output_dir(run.out, 3 * model.num_params() * model.dtype.itemsize)  # params, AdamW m and v
+    train_text, val_text = train_val_split(run.text)
     T = cfg.context_length
     train_loader = create_dataloader_v1(
         train_text, args.batch_size, T, T, True, True, seed=args.seed, tokenizer=tokenizer
@@ -66,10 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
         val_text, args.batch_size, T, T, False, False, seed=args.seed, tokenizer=tokenizer
     )
     if len(train_loader) == 0:
-        raise NpgptError(
-            f"the text is too short for context_length={T} and batch_size={args.batch_size}; "
-            "lower --context-length or --batch-size"
-        )
+        raise too_short(T, args.batch_size)
     print(
         f"{cfg.n_layers} layers, {model.num_params():,} parameters ({model.dtype}); "
         f"{len(train_loader)} train / {len(val_loader)} val batches of {args.batch_size}x{T} tokens"
@@ -92,15 +80,12 @@ def run_train(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             grad_clip=args.grad_clip,
             state=state,
-            checkpoint_path=ckpt,
+            checkpoint_path=run.ckpt,
             max_steps=args.max_steps,
             should_stop=should_stop,
             sample_tokens=args.sample_tokens,
-            meta={
-                "args": {k: getattr(args, k) for k in RUN_FLAGS} | {"overridden": getattr(args, "overridden", [])},
-                "text_sha256": text_sha256(text),
-            },
-            save_on_eval=getattr(args, "save_on_eval", True),
+            meta=run.meta(args),
+            save_on_eval=save_on_eval,
         )
     history = {
         "train_losses": state.train_losses,
@@ -108,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
         "tokens_seen": state.track_tokens_seen,
         "lrs": state.track_lrs,
     }
-    finish_run(args, history, len(train_loader), state.global_step + 1, ckpt)
+    finish_run(args, history, len(train_loader), state.global_step + 1, run.ckpt)
     return should_stop.exit_code
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -21,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from npgpt import files
+from npgpt.data import embedded_text
 from npgpt.errors import NpgptError
 from npgpt.plot import plot_losses
+from npgpt.tokenizer import read_text
 from npgpt.validate import check_values
 
 Runner = Callable[[argparse.Namespace], int]
@@ -286,6 +289,46 @@ class InterruptedGenerationError(Exception):
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """What ``train`` needs before either implementation builds its model: the run directory,
+    its checkpoint file and the training text (``start_training``)."""
+
+    out: Path
+    ckpt: Path
+    text: str
+
+    def resume(self, args: argparse.Namespace, saved_meta: dict[str, Any]) -> None:
+        """Check a resumed checkpoint against this call: the same text, the run's own flags."""
+        if saved_meta.get("text_sha256") != text_sha256(self.text):
+            raise NpgptError(f"{self.ckpt} was trained on a different text; pass the same --text to resume")
+        apply_saved_run_flags(args, saved_meta["args"], self.ckpt)
+
+    def meta(self, args: argparse.Namespace, names: Sequence[str] = RUN_FLAGS) -> dict[str, Any]:
+        """What the checkpoint records of the run: its flags (``names``) and the --override
+        history, and the text's hash (a resume on another text is refused)."""
+        flags = {k: getattr(args, k) for k in names if hasattr(args, k)}
+        return {"args": flags | {"overridden": getattr(args, "overridden", [])}, "text_sha256": text_sha256(self.text)}
+
+
+def start_training(args: argparse.Namespace, checkpoint_name: str) -> TrainingRun:
+    """The shared start of ``train``: values checked, the text read, and an existing checkpoint
+    refused unless ``--resume`` continues it."""
+    check_values(vars(args))
+    out = Path(args.out)
+    run = TrainingRun(out, out / checkpoint_name, read_text(args.text) if args.text else embedded_text())
+    if not args.resume and run.ckpt.exists():
+        raise NpgptError(f"{run.ckpt} exists; pass --resume to continue it or a new --out directory")
+    return run
+
+
+def too_short(context_length: int, batch_size: int) -> NpgptError:
+    return NpgptError(
+        f"the text is too short for context_length={context_length} and batch_size={batch_size}; "
+        "lower --context-length or --batch-size"
+    )
 
 
 def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, steps_done: int, ckpt: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -13,21 +12,20 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from npgpt.config import GPTConfig
-from npgpt.data import embedded_text, train_val_split
+from npgpt.data import train_val_split
 from npgpt.errors import NpgptError, diverged
 from npgpt.files import check_output_dir
-from npgpt.tokenizer import get_tokenizer, read_text
-from npgpt.validate import check_values
+from npgpt.tokenizer import get_tokenizer
 from parity.cli import torch_flags
 from parity.cli.runs import (
     RUN_FLAGS,
-    apply_saved_run_flags,
     check_generate_args,
     config_overrides,
     finish_run,
+    start_training,
     stop_on_signals,
     streamed,
-    text_sha256,
+    too_short,
 )
 from torchgpt import distributed
 from torchgpt.checkpoint import load_checkpoint, load_model_state, save_checkpoint
@@ -68,26 +66,21 @@ def _loaders(
     return train_loader, val_loader
 
 
-def run_train(args: argparse.Namespace) -> int:
-    check_values(vars(args))
+def run_train(args: argparse.Namespace, save_on_eval: bool = True) -> int:
+    """``save_on_eval``: a checkpoint at every evaluation (the demo saves once, at the end)."""
+    run = start_training(args, CHECKPOINT)
     device = pick_device(args.device)
     info = distributed.setup(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    out = Path(args.out)
-    ckpt = out / CHECKPOINT
-    text = read_text(args.text) if args.text else embedded_text()
+    out, ckpt = run.out, run.ckpt
     say = print if info.is_main else None
     state = None
     if args.resume:
         state = load_checkpoint(ckpt)
         if not {"args", "next_step", "optimizer_state_dict"} <= state.keys():
             raise NpgptError(f"{ckpt} holds weights only, no training state; use it with generate, not --resume")
-        if state.get("text_sha256") != text_sha256(text):
-            raise NpgptError(f"{ckpt} was trained on a different text; pass the same --text to resume")
-        apply_saved_run_flags(args, state["args"], ckpt)
-    elif ckpt.exists():
-        raise NpgptError(f"{ckpt} exists; pass --resume to continue it or a new --out directory")
+        run.resume(args, state)
     cfg = GPTConfig.preset(args.config, **config_overrides(args))
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     speed = {k: getattr(args, k, None) for k in torch_flags.NAMES}
@@ -108,12 +101,9 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_rng_state(state["rng_state"])
         if say:
             say(f"resuming {ckpt} at step {start_step + 1}")
-    train_loader, val_loader = _loaders(text, cfg, args.batch_size, args.seed, info, device.type == "cuda", accum)
+    train_loader, val_loader = _loaders(run.text, cfg, args.batch_size, args.seed, info, device.type == "cuda", accum)
     if len(train_loader) < accum:
-        raise NpgptError(
-            f"the text is too short for context_length={cfg.context_length} and batch_size={args.batch_size}; "
-            "lower --context-length or --batch-size"
-        )
+        raise too_short(cfg.context_length, args.batch_size)
     if say:
         n = sum(p.numel() for p in model.parameters())
         say(
@@ -128,9 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     trained = DistributedDataParallel(model) if info.enabled else model
     if speed["compile"]:
         trained = torch.compile(trained)
-    run_args = {k: getattr(args, k) for k in (*RUN_FLAGS, *torch_flags.NAMES) if hasattr(args, k)}
-    run_args["overridden"] = getattr(args, "overridden", [])  # --resume --override, in order
-    meta = {"args": run_args, "text_sha256": text_sha256(text), "config": cfg.to_dict()}
+    meta = run.meta(args, (*RUN_FLAGS, *torch_flags.NAMES)) | {"config": cfg.to_dict()}
 
     kept_step = start_step if state is not None else None  # the checkpoint on disk, for honest messages
 
@@ -174,9 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
             should_stop=should_stop,
             log=say,
             sample_tokens=args.sample_tokens,
-            on_eval=(lambda next_step, new: save(next_step, merged(new)))
-            if getattr(args, "save_on_eval", True)
-            else None,
+            on_eval=(lambda next_step, new: save(next_step, merged(new))) if save_on_eval else None,
             on_diverge=on_diverge,
         )
     done_steps = start_step + len(lrs)

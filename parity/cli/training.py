@@ -79,6 +79,27 @@ def _add_impl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch only: auto|cpu|cuda|mps")
 
 
+def _add_generate_args(gen: argparse.ArgumentParser) -> None:
+    gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
+    gen.add_argument("--prompt", default="Every effort moves you")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=None, help="sampling seed (default: fresh randomness)")
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
+    gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
+    _add_impl_args(gen)
+
+
+def generate_args(argv: list[str]) -> argparse.Namespace:
+    """``npgpt generate``'s arguments parsed from ``argv``, every other flag at its default (how
+    ``demo`` calls it: a new generate flag needs no edit there)."""
+    parser = argparse.ArgumentParser(prog="npgpt generate")
+    _add_generate_args(parser)
+    return parser.parse_args(argv)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     fmt = {"formatter_class": DefaultsHelp}
     train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop", **fmt)
@@ -93,16 +114,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         demo, config="tiny", context_length=64, epochs=40, lr=2e-3, start_context="The lighthouse keeper", out=DEMO_OUT
     )
     gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
-    gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
-    gen.add_argument("--prompt", default="Every effort moves you")
-    gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=None, help="sampling seed (default: fresh randomness)")
-    gen.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
-    gen.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
-    for p in (train, demo, gen):
+    _add_generate_args(gen)
+    for p in (train, demo):
         _add_impl_args(p)
     for p in (train, demo):
         torch_flags.add_speed_flags(p)
@@ -169,22 +182,17 @@ def _demo(args: argparse.Namespace, runners: Any, out: Path) -> int:
         print(f"replacing the earlier demo run in {out}")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by `npgpt demo`; a later demo replaces this directory's demo files\n")
-    args.save_on_eval = False
-    code = runners.run_train(args)
+    code = runners.run_train(args, save_on_eval=False)
     if code:
         return code
-    gen_args = argparse.Namespace(
-        checkpoint=str(out / runners.CHECKPOINT),
-        prompt=args.start_context,
-        max_new_tokens=args.sample_tokens,
-        temperature=0.0,
-        top_k=None,
-        top_p=None,
-        seed=None,
-        no_cache=False,
-        no_eos=False,
-        impl=args.impl,
-        device=args.device,
+    gen_args = generate_args(
+        [
+            f"--checkpoint={out / runners.CHECKPOINT}",
+            f"--prompt={args.start_context}",  # '=': a prompt may start with '-'
+            f"--max-new-tokens={args.sample_tokens}",
+            f"--impl={args.impl}",
+            f"--device={args.device}",
+        ]
     )
     print("\ngreedy continuation with the KV cache:")
     return runners.run_generate(gen_args)

@@ -31,3 +31,15 @@ def test_a_malicious_pickle_is_refused_as_such_not_called_corrupt(tmp_path):
     torch.save({"model_state_dict": {}, "payload": os.system}, evil)  # a global: code pickle would run
     with pytest.raises(NpgptError, match=r"needs pickle to load .* refused for safety"):
         load_checkpoint(evil)
+
+
+def test_demo_calls_generate_through_its_own_parser():
+    from parity.cli import build_parser
+    from parity.cli.training import generate_args
+
+    parser, _, _ = build_parser()
+    argv = ["--checkpoint=run/checkpoint.npz", "--prompt=-a prompt that starts with a dash"]
+    command = vars(parser.parse_args(["generate", *argv]))
+    command.pop("command"), command.pop("debug")
+    assert vars(generate_args(argv)) == command  # the same flags and defaults: a new flag needs no demo edit
+    assert generate_args(argv).prompt == "-a prompt that starts with a dash"
