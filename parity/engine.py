@@ -18,7 +18,7 @@ from npgpt.errors import NpgptError
 from npgpt.layers.softmax import softmax
 from parity.adapters import TIED, Implementation, draw_masks
 from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, missing
-from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, tolerance
+from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, share, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.user_code import time_limit, user_raised
 
@@ -104,7 +104,7 @@ class Report:
         return groups
 
     def table(self) -> str:
-        head = f"{'tensor':<44} {'shape':>12} {'max abs':>10} {'rel/max|ref|':>10}  {'tolerance':<16} pass"
+        head = f"{'tensor':<44} {'shape':>12} {'max abs':>10} {'rel/max|ref|':>10}  {'tolerance':<16} {'used':>5} pass"
         lines = []
         for component, rows in self.by_component().items():
             lines += [f"-- {component}", *(r.row() for r in rows)]
@@ -118,7 +118,11 @@ class Report:
             bad = [r for r in rows if not r.ok]
             worst = max((r.max_rel for r in rows if not any(z in r.name for z in ZERO_GRADIENT)), default=0.0)
             verdict = f"FAIL ({len(bad)}; first {bad[0].name})" if bad else "PASS"
-            lines.append(f"{component:<26} {len(rows):5d} tensors  {verdict}  largest rel {worst:.1e}")
+            used = max((r.used for r in rows), default=0.0)
+            lines.append(
+                f"{component:<26} {len(rows):5d} tensors  {verdict}  largest rel {worst:.1e}, "
+                f"of the tolerance {share(used)}"
+            )
         return "\n".join([*lines, *(self.notes if notes else [])])
 
 

@@ -9,6 +9,7 @@ the same bound in root-mean-square form, so one element with heavy cancellation 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -63,13 +64,28 @@ class Comparison:
     max_rel: float
     tol: Tol
     ok: bool
+    # how much of the tolerance the worst element (elementwise rule) or the norm (norm rule) used:
+    # 1.0 is the limit, so a PASS at 0.9 is close to a FAIL; inf where an exact or missing row differs
+    used: float = math.inf
+    worst_index: tuple[int, ...] | None = None  # where the largest share is (elementwise: the element)
+    outside: int | None = None  # elements beyond the tolerance (elementwise rule); None for the norm rule
 
     def row(self) -> str:
         shape = "x".join(map(str, self.shape)) or "scalar"
         mark = "ok" if self.ok else "FAIL"
-        return (
-            f"{self.name:<44} {shape:>12} {self.max_abs:10.2e} {self.max_rel:10.2e}  {self.tol.describe():<16} {mark}"
+        line = (
+            f"{self.name:<44} {shape:>12} {self.max_abs:10.2e} {self.max_rel:10.2e}  {self.tol.describe():<16} "
+            f"{share(self.used):>5} {mark}"
         )
+        if not self.ok and self.worst_index is not None:
+            where = f"worst at {list(self.worst_index)}" if self.worst_index else "the scalar"
+            line += f"  ({where}" + (f", {self.outside:,} outside)" if self.outside is not None else ")")
+        return line
+
+
+def share(used: float) -> str:
+    """The share of the tolerance a row used, as the report prints it."""
+    return ">999%" if not used < 9.995 else f"{100 * used:.0f}%"
 
 
 CHUNK = 1 << 14  # elements per pass step: the temporaries (128 KB) stay in cache and below glibc's mmap threshold
@@ -95,7 +111,7 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tol: Tol) -> Comparison:
     COMPARED[0] += 1
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
-        return Comparison(name, tuple(b.shape), float("inf"), float("inf"), tol, False)
+        return Comparison(name, tuple(b.shape), float("inf"), float("inf"), tol, False, outside=b.size)
     if a.dtype != b.dtype:
         return Comparison(
             f"{name} (dtype {a.dtype} != {b.dtype})", tuple(b.shape), float("inf"), float("inf"), tol, False
@@ -104,7 +120,7 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tol: Tol) -> Comparison:
     # small is 309 MB); flattened, so chunks are contiguous
     a64, b64 = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (a, b))
     if not b64.size:
-        return Comparison(name, tuple(b.shape), 0.0, 0.0, tol, True)
+        return Comparison(name, tuple(b.shape), 0.0, 0.0, tol, True, 0.0, (), 0)
     max_abs = ref_max = 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         for ca, cb in _chunks(a64, b64):
@@ -117,16 +133,46 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tol: Tol) -> Comparison:
     max_rel = max_abs / max(ref_max, np.finfo(np.float64).tiny)
     if tol.norm:
         diff_sq = ref_sq = 0.0
-        for ca, cb in _chunks(a64, b64):
+        worst, at = -1.0, 0
+        for start, (ca, cb) in zip(range(0, b64.size, CHUNK), _chunks(a64, b64), strict=True):
             d = ca - cb
             diff_sq += float(np.dot(d, d))
             ref_sq += float(np.dot(cb, cb))
-        ok = np.sqrt(diff_sq) <= tol.atol * np.sqrt(b64.size) * scale + tol.rtol * np.sqrt(ref_sq)
-    else:
-        ok = max_abs <= tol.atol * scale or all(
-            bool(np.all(np.abs(ca - cb) <= tol.rtol * np.abs(cb) + tol.atol * scale)) for ca, cb in _chunks(a64, b64)
-        )
-    return Comparison(name, tuple(b.shape), max_abs, max_rel, tol, bool(ok))
+            i = int(np.argmax(np.abs(d)))
+            if abs(d[i]) > worst:
+                worst, at = abs(float(d[i])), start + i
+        bound = tol.atol * np.sqrt(b64.size) * scale + tol.rtol * np.sqrt(ref_sq)
+        used = _ratio(float(np.sqrt(diff_sq)), float(bound))
+        return Comparison(name, tuple(b.shape), max_abs, max_rel, tol, used <= 1.0, used, _index(at, b.shape))
+    used, at, outside = _elementwise(a64, b64, tol, scale)
+    return Comparison(name, tuple(b.shape), max_abs, max_rel, tol, outside == 0, used, _index(at, b.shape), outside)
+
+
+def _ratio(diff: float, bound: float) -> float:
+    return diff / bound if bound > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _elementwise(a64: np.ndarray, b64: np.ndarray, tol: Tol, scale: float) -> tuple[float, int, int]:
+    """(largest share of the bound, its flat index, elements beyond the bound) of the
+    elementwise rule ``|a - b| <= rtol * |b| + atol * scale``, one cache-sized chunk at a time."""
+    used, at, outside = 0.0, 0, 0
+    floor = tol.atol * scale
+    for start, (ca, cb) in zip(range(0, b64.size, CHUNK), _chunks(a64, b64), strict=True):
+        diff = np.abs(ca - cb)
+        bound = np.abs(cb)
+        bound *= tol.rtol
+        bound += floor
+        ratio = np.divide(diff, bound, out=np.zeros_like(diff), where=bound > 0)
+        ratio[(bound == 0) & (diff > 0)] = math.inf  # an exact row (or a zero bound) that differs
+        i = int(np.argmax(ratio))
+        if ratio[i] > used:
+            used, at = float(ratio[i]), start + i
+        outside += int(np.count_nonzero(ratio > 1.0))
+    return used, at, outside
 
 
 def _compare_non_finite(name: str, a64: np.ndarray, b64: np.ndarray, shape: tuple, tol: Tol) -> Comparison:
@@ -141,4 +187,8 @@ def _compare_non_finite(name: str, a64: np.ndarray, b64: np.ndarray, shape: tupl
     max_abs = float(np.max(diff))  # NaN or inf: what the row shows
     ref_max = float(np.max(np.abs(b64)))
     max_rel = max_abs / max(ref_max, np.finfo(np.float64).tiny) if np.isfinite(ref_max) else max_abs
-    return Comparison(name, shape, max_abs, max_rel, tol, finite is not None and finite.ok)
+    if finite is not None:
+        return dataclasses.replace(finite, name=name, shape=shape, max_abs=max_abs, max_rel=max_rel, worst_index=None)
+    apart = np.flatnonzero((finite_a != finite_b) | (~finite_b & ~np.isclose(a64, b64, equal_nan=True)))
+    at = _index(int(apart[0]), shape) if apart.size else None
+    return Comparison(name, shape, max_abs, max_rel, tol, False, math.inf, at, int(apart.size))

@@ -28,6 +28,20 @@ def by_the_rule(a: np.ndarray, b: np.ndarray, tol: Tol) -> bool:
     return bool(np.all(np.abs(a - b) <= tol.rtol * np.abs(b) + tol.atol * scale))
 
 
+def share_by_the_rule(a: np.ndarray, b: np.ndarray, tol: Tol) -> tuple[float, int, int | None]:
+    """(share of the tolerance used, flat index of the worst element, elements outside) on whole
+    finite arrays, as the report defines them."""
+    scale = max(1.0, float(np.abs(b).max()))
+    diff = np.abs(a - b)
+    if tol.norm:
+        bound = tol.atol * np.sqrt(b.size) * scale + tol.rtol * np.linalg.norm(b)
+        return float(np.linalg.norm(a - b) / bound), int(np.argmax(diff)), None
+    bound = tol.rtol * np.abs(b) + tol.atol * scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, diff / bound, np.where(diff > 0, np.inf, 0.0))
+    return float(ratio.max()), int(np.argmax(ratio)), int(np.count_nonzero(ratio > 1))
+
+
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     monkeypatch.setattr(tolerances, "CHUNK", 7)  # every drawn array spans several chunks
@@ -62,6 +76,12 @@ def test_the_chunked_comparison_follows_the_rule(n, seed, noise, special, where,
     assert row.shape == (n, 1)
     if n and special == "none" and noise == 0.0:
         assert row.max_abs == 0.0 and row.ok
+    if n and special in ("none", "large"):  # the share of the tolerance, where and how many
+        used, at, outside = share_by_the_rule(a, b, rule)
+        assert row.used == pytest.approx(used, rel=1e-9) and row.outside == outside
+        if used > 0:
+            assert row.worst_index == (at, 0)
+        assert row.ok == (row.used <= 1.0)
 
 
 def test_one_element_out_in_the_last_chunk_fails_and_is_measured():
@@ -70,6 +90,8 @@ def test_one_element_out_in_the_last_chunk_fails_and_is_measured():
     a[-1] += 1e-6
     row = compare("t", a, b, Tol(1e-9, 1e-9))
     assert not row.ok and row.max_abs == pytest.approx(1e-6) and row.max_rel == pytest.approx(1e-6 / 2)
+    assert row.worst_index == (49,) and row.outside == 1 and row.used == pytest.approx(1e-6 / (2e-9 + 2e-9))
+    assert "worst at [49], 1 outside" in row.row()
     assert compare("t", a, b, Tol(1e-5, 0.0)).ok  # within rtol of |b| = 2
 
 
