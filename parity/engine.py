@@ -17,8 +17,8 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers.softmax import softmax
 from parity.adapters import TIED, Implementation, draw_masks
-from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, missing
-from parity.tolerances import ZERO_GRADIENT, Comparison, Tol, share, tolerance
+from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, kind_of, missing
+from parity.tolerances import ZERO_GRADIENT, Comparison, share, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.user_code import time_limit, user_raised
 
@@ -352,11 +352,6 @@ def data_rows(im: Implementation) -> list[tuple]:
     return rows
 
 
-def is_exact(name: str) -> bool:
-    """Integer rows: token ids, kept-token masks and data windows, equal or wrong."""
-    return name.startswith("data ") or name.endswith((" tokens (KV cache)", ": kept tokens"))
-
-
 def prompt_of(ids: np.ndarray) -> np.ndarray:
     """The generation rows' prompt: the first half of the check's input ids (at least one)."""
     return ids[:, : max(1, ids.shape[1] // 2)]
@@ -503,7 +498,8 @@ def _compare(
     # one: the book's GELU builds sqrt(2/pi) in float32; the report says which rows needed it
     lenient = dt == np.float64 and getattr(impl, "user_code", False)
 
-    def compare(name: str, actual, expected, tol: Tol) -> Comparison:
+    def compare(name: str, actual, expected) -> Comparison:
+        tol = tolerance(dt, kind_of(name))  # the row's kind, from its name (parity/outputs.py)
         row = compare_arrays(name, actual, expected, tol)
         if row.ok or not lenient or tol.rtol == 0 or tol.rtol >= BOOK_TIER.rtol:
             return row
@@ -511,37 +507,36 @@ def _compare(
         return loose if loose.ok else row
 
     step_norms: dict[int, float] = {}
-    tol, exact = tolerance(dt, "model"), tolerance(dt, "exact")
     if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
         doing[0] = "batching the embedded text with its data loader"
         for name, tensor in data_rows(impl):
-            rows.append(compare(name, tensor, store[name], exact))
+            rows.append(compare(name, tensor, store[name]))
     doing[0] = "loading the weights"
     impl.load(run.cfg, run.params, dt)
     doing[0] = "running the eval forward"
     logits, blocks = impl.forward(run.ids)
     for name, tensor in _block_rows(impl, blocks):
         if name in store.paths:  # a sub-layer output only the reference reports is not a failure
-            rows.append(compare(name, tensor, store[name], tol))
-    rows.append(compare("logits", logits, store["logits"], tol))
+            rows.append(compare(name, tensor, store[name]))
+    rows.append(compare("logits", logits, store["logits"]))
     del logits, blocks
     if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
         doing[0] = "generating with its KV cache"
         last = store["logits"][:, -1, :].astype(np.float64)
         for name, tensor in generation_rows(impl, prompt_of(run.ids), last, context_size=run.window):
-            rows.append(compare(name, tensor, store[name], exact if is_exact(name) else tol))
+            rows.append(compare(name, tensor, store[name]))
         for j in range(GENERATED):  # the reference's own cache against its uncached loop
             cached, uncached = (
                 f"generate step {j + 1} logits (KV cache)",
                 f"generate step {j + 1} logits (no cache, reference)",
             )
             if uncached in store.paths:
-                rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached], tol))
+                rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached]))
     doing[0] = "computing the eval loss and gradients"
     loss, grads = impl.loss_and_grads(run.ids, run.targets, None)
-    rows.append(compare("loss", np.float64(loss), store["loss"], tolerance(dt, "loss")))
+    rows.append(compare("loss", np.float64(loss), store["loss"]))
     for name in (n for n in store if n.startswith("grad ")):
-        rows.append(compare(name, grads[name.removeprefix("grad ")], store[name], tol))
+        rows.append(compare(name, grads[name.removeprefix("grad ")], store[name]))
     del grads
     doing[0] = "creating the optimizer"
     impl.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
@@ -551,11 +546,11 @@ def _compare(
         doing[0] = f"taking optimizer step {step + 1}"
         info = impl.optimizer_step()
         name = f"step {step + 1} loss"
-        rows.append(compare(name, np.float64(loss), store[name], tolerance(dt, "step_loss")))
+        rows.append(compare(name, np.float64(loss), store[name]))
         if f"step {step + 1} lr" in store.paths:
             for what, value in zip(("lr", "grad norm"), info, strict=True):
                 name = f"step {step + 1} {what}"
-                rows.append(compare(name, np.float64(value), store[name], tolerance(dt, "step_loss")))
+                rows.append(compare(name, np.float64(value), store[name]))
             step_norms[step + 1] = float(store[f"step {step + 1} grad norm"])
         say(f"{impl.name}: step {step + 1}/{steps}")
     notes = []
@@ -569,7 +564,7 @@ def _compare(
             for name in (n for n in store if n.startswith(f"{what} ")):
                 key = name.removeprefix(f"{what} ").removesuffix(f" @ step {steps}")
                 if key not in skipped:
-                    rows.append(compare(name, tensors[key], store[name], st))
+                    rows.append(compare(name, tensors[key], store[name]))
             del tensors
         if skipped:
             notes.append(

@@ -51,11 +51,11 @@ from parity.engine import (
     data_rows,
     draw_ids,
     generation_rows,
-    is_exact,
     prompt_of,
     random_params,
     steps_of,
 )
+from parity.outputs import kind_of
 from parity.tolerances import TABLE, compare, tolerance
 
 LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8
@@ -63,15 +63,6 @@ WINDOW_FIELDS = ("batch_size", "max_length", "stride", "drop_last")  # of each e
 SCHEDULE = Schedule(peak_lr=LR)  # appendix D's warmup + cosine and clipping, as in npgpt check
 MANIFEST = "manifest.json"
 FORMAT = "npgpt-golden-v2"  # v2: appendix D's schedule in the steps; generation, filter and data outputs
-OUTPUT_KINDS = {  # name prefix -> tolerance kind
-    "trf_blocks": "model",
-    "logits": "model",
-    "grad ": "model",
-    "loss": "loss",
-    "generate ": "model",
-    "filter ": "model",
-    "layer_norm ": "bwd",
-}
 
 
 def _safetensors() -> Any:
@@ -80,16 +71,6 @@ def _safetensors() -> Any:
     except ImportError:
         raise NpgptError("golden bundles are safetensors files; pip install 'npgpt[hf]'") from None
     return safetensors.numpy
-
-
-def _kind(name: str) -> str:
-    if is_exact(name):
-        return "exact"
-    if name.startswith("step ") and name.endswith((" loss", " lr", " grad norm")):
-        return "step_loss"
-    if name.startswith(("param ", "adam m ", "adam v ")):
-        return "state"
-    return next(kind for prefix, kind in OUTPUT_KINDS.items() if name.startswith(prefix))
 
 
 def write(
@@ -237,19 +218,19 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
         )
     # the results' precision: float32 if any float output is (a float32 implementation's loss written as a
     # Python float is still a float32 result), and every row is held to that precision's tolerances
-    floats = {np.asarray(got[name]).dtype for name in provided if _kind(name) != "exact"}
+    floats = {np.asarray(got[name]).dtype for name in provided if kind_of(name) != "exact"}
     precision = np.dtype(np.float32) if np.dtype(np.float32) in floats else np.dtype(np.float64)
     rows = []
     opened: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         for name in provided:
             actual = np.asarray(got[name])
-            exact = _kind(name) == "exact"
+            exact = kind_of(name) == "exact"
             if exact and actual.dtype.kind in "iub":  # token ids, masks, windows: compared as numbers
                 actual = actual.astype(np.float64)
             if actual.dtype not in (np.float32, np.float64):
                 raise NpgptError(f"{results}: {name!r} is {actual.dtype}; outputs must be float32 or float64")
-            if precision == np.float32 and _kind(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
+            if precision == np.float32 and kind_of(name) == "state" and name.split(" @ ")[0].endswith(ZERO_GRADIENT):
                 continue  # AdamW follows round-off there in float32 (parity/engine.py, ZERO_GRADIENT)
             file = tensors[name]["file"]
             if file not in opened:  # each bundle file opened once, memory-mapped: one tensor read at a time
@@ -257,7 +238,7 @@ def verify(bundle: str | Path, results: str | Path) -> Report:
             expected = opened[file].get_tensor(name).astype(np.float64) if exact else opened[file].get_tensor(name)
             if actual.shape != expected.shape and actual.size == expected.size == 1:
                 actual = actual.reshape(expected.shape)  # a scalar written as [1] or []
-            tol = tolerance(precision, _kind(name))
+            tol = tolerance(precision, kind_of(name))
             rows.append(compare(name, actual, expected.astype(actual.dtype), tol))
     notes = []
     if len(provided) < len(outputs):

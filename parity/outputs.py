@@ -22,6 +22,22 @@ FILTERS = ((1.0, None, None), (1.4, 25, None), (1.0, None, 0.9), (0.7, 5, 0.95))
 WINDOWS = ((8, 4, 1, False), (4, 16, 16, True))
 
 
+def kind_of(name: str) -> str:
+    """The tolerance kind (parity/tolerances.py's table) of an output, from its name: the one
+    place the engine and golden bundles look it up."""
+    if name.startswith("data ") or name.endswith((" tokens (KV cache)", ": kept tokens")):
+        return "exact"  # token ids, kept-token masks, data windows: integers, equal or wrong
+    if name.startswith("step ") and name.endswith((" loss", " lr", " grad norm")):
+        return "step_loss"
+    if name.startswith(tuple(f"{what} " for what in STATE)):
+        return "state"
+    if name == "loss":
+        return "loss"
+    if name.startswith("layer_norm "):
+        return "bwd"  # golden bundles' component outputs
+    return "model"  # block outputs, logits, gradients, generation logits, filter probabilities
+
+
 def block_output(i: int, sub: str | None = None) -> str:
     return f"trf_blocks.{i} output" if sub is None else f"trf_blocks.{i}.{sub} output"
 

@@ -82,3 +82,20 @@ def test_an_adapter_whose_generate_takes_no_context_size_is_checked_unslid_and_s
     _, report = _run(impl=OldAdapter())
     assert report.ok, report.first_failure
     assert any("window did not slide" in note for note in report.notes)
+
+
+def test_each_row_is_held_to_the_tolerance_of_its_kind():
+    from parity.outputs import kind_of
+    from parity.tolerances import TABLE, tolerance
+
+    examples = {
+        "data T=4 stride 1 batch 8: inputs": "exact", "generate tokens (KV cache)": "exact",
+        "filter temperature 1.0, top-k None, top-p 0.9: kept tokens": "exact", "step 3 lr": "step_loss",
+        "step 1 grad norm": "step_loss", "adam v trf_blocks.0.att.W_key.weight @ step 2": "state", "loss": "loss",
+        "grad tok_emb.weight": "model", "trf_blocks.1.att output": "model", "layer_norm dx": "bwd",
+    }  # fmt: skip
+    assert {name: kind_of(name) for name in examples} == examples
+    params, report = _run(dtype="float32")
+    for name in declared(CFG, params, STEPS):
+        assert ("float32", kind_of(name)) in TABLE and ("float64", kind_of(name)) in TABLE
+    assert all(row.tol == tolerance("float32", kind_of(row.name)) for row in report.rows)
