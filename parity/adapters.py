@@ -7,7 +7,7 @@ Arrays cross the boundary as NumPy arrays keyed by the project's state_dict voca
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,8 +55,47 @@ class Implementation(Protocol):
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(params, AdamW first moments m, second moments v)."""
 
-    # Optional: ``release()`` frees what ``load`` allocated. The engine calls it when it is done
-    # with an implementation, so that two GPT-2-sized implementations are never held at once.
+
+
+class OptionalHooks(Protocol):
+    """What an implementation MAY also have; the engine looks each up by name (``hasattr``) and,
+    when present, compares more or compares differently. docs/adapters.md says what each adds;
+    tests/parity/test_adapters.py holds the engine's lookups and the built-in adapters to this list."""
+
+    tied: bool  # the output head is the token embedding (one tensor, gradients summed)
+    notes: list[str]  # printed under the report
+    user_code: bool  # a reader's module: float64 rows may also pass check-book's tier, and say so
+
+    def taps(self) -> list[dict[str, np.ndarray]]:
+        """Each block's sub-layer outputs of the last ``forward``: {"norm1", "att", "norm2", "ff"}."""
+
+    def generate_greedy(
+        self, prompt: np.ndarray, n: int, use_cache: bool = True, context_size: int | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Greedy continuation over the last ``context_size`` tokens: ids (B, T + n) and each
+        step's next-token logits (B, V)."""
+
+    def filter_logits(
+        self, logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None
+    ) -> np.ndarray:
+        """Temperature, top-k and top-p applied to logits (B, V); filtered-out tokens -inf."""
+
+    def data_batches(
+        self, text: str, batch_size: int, max_length: int, stride: int, drop_last: bool
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every (inputs, targets) batch of the implementation's own loader over ``text``, in order."""
+
+    def set_schedule(self, schedule: Any, total_steps: int) -> None:
+        """From now on, ``optimizer_step`` follows appendix D's schedule and clipping."""
+
+    def probe(self, cfg: GPTConfig) -> None:
+        """Build once before the reference runs: its layout, a tied head, its dropout sites."""
+
+    def replayed_sites(self, cfg: GPTConfig) -> set[str]:
+        """The dropout sites that take the shared masks (the rest run with dropout off, both sides)."""
+
+    def release(self) -> None:
+        """Free what ``load`` allocated: two GPT-2-sized implementations are never held at once."""
 
 
 def draw_masks(cfg: GPTConfig, B: int, T: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

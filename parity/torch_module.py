@@ -26,6 +26,24 @@ from parity.outputs import SUBMODULES
 from parity.user_code import time_limit, user_raised
 
 
+def replay_dropout(torch: Any, p: float, next_mask: Callable[[Any], Any]) -> Any:
+    """An nn.Module in place of nn.Dropout(p) that replays the reference's keep masks: in train mode
+    ``x * next_mask(x) * (1 / (1 - p))``, as npgpt's dropout computes it; the identity in eval mode
+    or at p = 0. ``next_mask(x)`` gives the mask for this call (it may refuse an unexpected x)."""
+
+    class ReplayDropout(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if not self.training or self.p == 0.0:
+                return x
+            return x * next_mask(x) * (1.0 / (1.0 - self.p))
+
+    return ReplayDropout()
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     name: str
@@ -381,23 +399,11 @@ class TorchModuleImpl:
         queue: list = []
         self.queue = queue
 
-        class ReplayDropout(torch.nn.Module):
-            """Multiplies by the next queued keep mask (scaled by 1/(1-p)); identity in eval mode."""
-
-            def __init__(self, p: float) -> None:
-                super().__init__()
-                self.p = p
-
-            def forward(self, x):
-                if not self.training or self.p == 0.0:
-                    return x
-                return x * queue.pop(0) * (1.0 / (1.0 - self.p))
-
         p = self.cfg.drop_rate
         self._replayed = self._replayable(self.module, self.cfg)
         for where, _ in self._dropout_paths(self.cfg):
             if isinstance(get_path(self.module, where), torch.nn.Dropout):
-                _set(self.module, where, ReplayDropout(p))
+                _set(self.module, where, replay_dropout(torch, p, lambda x: queue.pop(0)))
         # every other nn.Dropout would draw its own masks: switched off, and said so
         stray = [n for n, m in self.module.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
         for n in stray:

@@ -20,6 +20,7 @@ from npgpt.config import GPTConfig
 from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
 from npgpt.layers.softmax import softmax
 from parity.engine import ZERO_GRADIENT, draw_ids, random_params
+from parity.torch_module import replay_dropout
 
 VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)
 NEW_TOKENS = 3
@@ -276,20 +277,18 @@ def _keep_mask(case: Case, heads: int) -> np.ndarray:
 
 
 def _replay_dropout(torch: Any, keep: Any) -> Any:
-    class ReplayDropout(torch.nn.Module):
-        """Multiplies by the reference's keep mask, scaled by 1 / (1 - p), in train mode."""
+    """The reader's attention dropout replaying the reference's one keep mask (torch_module's
+    replay_dropout), refusing a tensor that is not the attention weights."""
 
-        def forward(self, x):
-            if not self.training:
-                return x
-            if x.numel() != keep.numel():
-                raise UnusableError(
-                    f"in train mode its dropout got a tensor of shape {tuple(x.shape)}; the book applies it to the "
-                    f"attention weights {tuple(keep.shape)}"
-                )
-            return x * keep.reshape(x.shape).to(x.dtype) / (1.0 - DROP_RATE)
+    def mask_for(x: Any) -> Any:
+        if x.numel() != keep.numel():
+            raise UnusableError(
+                f"in train mode its dropout got a tensor of shape {tuple(x.shape)}; the book applies it to the "
+                f"attention weights {tuple(keep.shape)}"
+            )
+        return keep.reshape(x.shape).to(x.dtype)
 
-    return ReplayDropout()
+    return replay_dropout(torch, DROP_RATE, mask_for)
 
 
 def _np(dtype: Any, torch: Any) -> np.dtype:

@@ -35,3 +35,26 @@ def test_a_wrong_third_implementation_fails():
 
     report = run_check(OffByScale(), TorchImpl(), CFG, random_params(CFG, 0), *inputs(), "float64", 1)
     assert not report.ok and report.first_failure.name == "logits"
+
+
+def test_every_hook_the_engine_looks_up_is_declared_and_the_adapters_match_its_signature():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from parity import adapters, engine
+    from parity.hf_model import HFModelImpl
+    from parity.torch_module import TorchModuleImpl
+
+    declared = {n for n in dir(adapters.OptionalHooks) if not n.startswith("_")}
+    declared |= set(adapters.OptionalHooks.__annotations__)
+    required = {n for n in dir(adapters.Implementation) if not n.startswith("_")} | {"name"}
+    source = Path(engine.__file__).read_text()
+    looked_up = set(re.findall(r'(?:hasattr|getattr)\((?:impl|ref|im), "(\w+)"', source))
+    assert looked_up and looked_up <= declared | required, looked_up - declared - required
+    for cls in (NumpyImpl, TorchImpl, TorchModuleImpl, HFModelImpl):
+        for hook in declared & set(dir(cls)):
+            want = getattr(adapters.OptionalHooks, hook, None)
+            if callable(want):
+                have = list(inspect.signature(getattr(cls, hook)).parameters)
+                assert have == list(inspect.signature(want).parameters), (cls.__name__, hook, have)
