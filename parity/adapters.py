@@ -56,7 +56,6 @@ class Implementation(Protocol):
         """(params, AdamW first moments m, second moments v)."""
 
 
-
 class OptionalHooks(Protocol):
     """What an implementation MAY also have; the engine looks each up by name (``hasattr``) and,
     when present, compares more or compares differently. docs/adapters.md says what each adds;
