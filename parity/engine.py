@@ -65,6 +65,15 @@ class Run:
 
 
 @dataclasses.dataclass
+class Progress:
+    """The progress lines a check prints (``say``) and the call the implementation under test is
+    in (``doing``), which names it when that call raises."""
+
+    say: Callable[[str], None]
+    doing: str = "loading the weights"
+
+
+@dataclasses.dataclass
 class Report:
     dtype: str
     rows: list[Comparison]
@@ -272,16 +281,16 @@ def run_check(
         _release(ref)
         say(f"{impl.name}: running and comparing")
         rows: list[Comparison] = []
-        doing = ["loading the weights"]  # what the implementation under test was asked to do last
+        tracker = Progress(say)  # .doing: what the implementation under test was asked to do last
         try:
-            report = _compare(impl, store, run, say, rows, doing)
+            report = _compare(impl, store, run, tracker, rows)
         except NpgptError:
             raise  # bad input (unmatched keys ...): one line, exit 2
         except BaseException as exc:  # a crash of the implementation under test is a finding, not a traceback
             if not user_raised(exc):
                 raise  # a real Ctrl-C
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            error = f"{impl.name} raised {type(exc).__name__} while {doing[0]}: {first}"
+            error = f"{impl.name} raised {type(exc).__name__} while {tracker.doing}: {first}"
             rows.append(Comparison(error, (), math.inf, math.inf, tolerance(dtype, "model"), False))
             report = Report(np.dtype(dtype).name, rows, error=error)
         _release(impl)
@@ -487,10 +496,8 @@ class _Limited:
         return call
 
 
-def _compare(
-    impl: Implementation, store: Spill, run: Run, say: Callable[[str], None], rows: list[Comparison], doing: list[str]
-) -> Report:
-    """``rows`` fills as tensors are compared; ``doing[0]`` names the call in progress (for the
+def _compare(impl: Implementation, store: Spill, run: Run, progress: Progress, rows: list[Comparison]) -> Report:
+    """``rows`` fills as tensors are compared; ``progress.doing`` names the call in progress (for the
     report when the implementation raises)."""
     dt, steps = run.dtype, run.steps
     impl = _Limited(impl)
@@ -508,12 +515,12 @@ def _compare(
 
     step_norms: dict[int, float] = {}
     if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
-        doing[0] = "batching the embedded text with its data loader"
+        progress.doing = "batching the embedded text with its data loader"
         for name, tensor in data_rows(impl):
             rows.append(compare(name, tensor, store[name]))
-    doing[0] = "loading the weights"
+    progress.doing = "loading the weights"
     impl.load(run.cfg, run.params, dt)
-    doing[0] = "running the eval forward"
+    progress.doing = "running the eval forward"
     logits, blocks = impl.forward(run.ids)
     for name, tensor in _block_rows(impl, blocks):
         if name in store.paths:  # a sub-layer output only the reference reports is not a failure
@@ -521,7 +528,7 @@ def _compare(
     rows.append(compare("logits", logits, store["logits"]))
     del logits, blocks
     if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
-        doing[0] = "generating with its KV cache"
+        progress.doing = "generating with its KV cache"
         last = store["logits"][:, -1, :].astype(np.float64)
         for name, tensor in generation_rows(impl, prompt_of(run.ids), last, context_size=run.window):
             rows.append(compare(name, tensor, store[name]))
@@ -532,18 +539,18 @@ def _compare(
             )
             if uncached in store.paths:
                 rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached]))
-    doing[0] = "computing the eval loss and gradients"
+    progress.doing = "computing the eval loss and gradients"
     loss, grads = impl.loss_and_grads(run.ids, run.targets, None)
     rows.append(compare("loss", np.float64(loss), store["loss"]))
     for name in (n for n in store if n.startswith("grad ")):
         rows.append(compare(name, grads[name.removeprefix("grad ")], store[name]))
     del grads
-    doing[0] = "creating the optimizer"
+    progress.doing = "creating the optimizer"
     impl.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
     for step, (step_ids, step_targets, masks) in enumerate(run.batches()):
-        doing[0] = f"computing step {step + 1}'s loss and gradients (train mode, dropout masks)"
+        progress.doing = f"computing step {step + 1}'s loss and gradients (train mode, dropout masks)"
         loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
-        doing[0] = f"taking optimizer step {step + 1}"
+        progress.doing = f"taking optimizer step {step + 1}"
         info = impl.optimizer_step()
         name = f"step {step + 1} loss"
         rows.append(compare(name, np.float64(loss), store[name]))
@@ -552,12 +559,12 @@ def _compare(
                 name = f"step {step + 1} {what}"
                 rows.append(compare(name, np.float64(value), store[name]))
             step_norms[step + 1] = float(store[f"step {step + 1} grad norm"])
-        say(f"{impl.name}: step {step + 1}/{steps}")
+        progress.say(f"{impl.name}: step {step + 1}/{steps}")
     notes = []
     if steps:
         st = tolerance(dt, "state")
         skipped = [k for k in run.params if k.endswith(ZERO_GRADIENT)] if st.norm else []
-        doing[0] = "reading the parameters and AdamW moments"
+        progress.doing = "reading the parameters and AdamW moments"
         groups = list(impl.state())
         for i, what in enumerate(STATE):
             tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
