@@ -17,7 +17,19 @@ from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
 from npgpt.layers.softmax import softmax
 from parity.adapters import TIED, Implementation, draw_masks
-from parity.outputs import FILTERS, GENERATED, STATE, SUBMODULES, WINDOWS, declared, kind_of, missing
+from parity.outputs import (
+    FILTERS,
+    GENERATED,
+    STATE,
+    SUBMODULES,
+    WINDOWS,
+    declared,
+    generated_logits,
+    kind_of,
+    missing,
+    state_key,
+    state_name,
+)
 from parity.tolerances import ZERO_GRADIENT, Comparison, share, tolerance
 from parity.tolerances import compare as compare_arrays
 from parity.user_code import time_limit, user_raised
@@ -277,7 +289,7 @@ def run_check(
         store = Spill(tmp)
         say(f"{ref.name}: running the reference")
         run = Run(cfg, params, ids, targets, np.dtype(dtype), steps, seed, lr, weight_decay, replayed, window)
-        _record(ref, store, run, say)
+        _record(ref, store, run, Progress(say))
         _release(ref)
         say(f"{impl.name}: running and comparing")
         rows: list[Comparison] = []
@@ -380,14 +392,14 @@ def generation_rows(
     tokens, steps = im.generate_greedy(prompt, GENERATED, use_cache=use_cache, **window)
     cache = "KV cache" if use_cache else "no cache, reference"
     rows = [(f"generate step {j + 1} logits ({cache})", step) for j, step in enumerate(steps)]
-    rows.append((f"generate tokens ({cache})", np.asarray(tokens, dtype=np.float64)))
+    rows.append((f"generate tokens ({cache})", np.asarray(tokens, dtype=np.int64)))  # integers stay integers
     if not use_cache:
         return rows
     for temperature, top_k, top_p in FILTERS:
         top_k = None if top_k is None else min(top_k, logits.shape[-1])  # a tiny vocabulary has fewer
         kept = im.filter_logits(logits, temperature, top_k, top_p)
         label = f"filter temperature {temperature}, top-k {top_k}, top-p {top_p}"
-        rows.append((f"{label}: kept tokens", np.isfinite(kept).astype(logits.dtype)))
+        rows.append((f"{label}: kept tokens", np.isfinite(kept).astype(np.uint8)))
         rows.append((f"{label}: probabilities", softmax(kept)))
     return rows
 
@@ -434,44 +446,73 @@ def _block_rows(impl: Implementation, blocks: list[np.ndarray]) -> list[tuple[st
     return rows
 
 
-def _record(ref: Implementation, store: Spill, run: Run, say: Callable[[str], None]) -> None:
-    if hasattr(ref, "data_batches"):
-        for name, tensor in data_rows(ref):
-            store.put(name, tensor)
-    ref.load(run.cfg, run.params, run.dtype)
-    logits, blocks = ref.forward(run.ids)  # eval mode: every block's residual output, then the logits
-    for name, tensor in _block_rows(ref, blocks):
-        store.put(name, tensor)
-    store.put("logits", logits)
-    if hasattr(ref, "generate_greedy"):
-        last = logits[:, -1, :].astype(np.float64)
-        prompt = prompt_of(run.ids)
-        for cached in (True, False):
-            for name, tensor in generation_rows(ref, prompt, last, cached, run.window):
-                store.put(name, tensor)
+def outputs_of(
+    im: Implementation,
+    run: Run,
+    progress: Progress,
+    *,
+    filter_logits: np.ndarray | None = None,
+    uncached: bool = False,
+    every_step: bool = False,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Everything a check compares, as (name, tensor) in the order it is made: the one walk that
+    the reference's recording, the comparison and golden bundles all consume (names and kinds:
+    parity/outputs.py). Data rows (``data_batches``), each block's sub-layer outputs (``taps``)
+    and output, the logits, generation with the KV cache and the sampling filters
+    (``generate_greedy``; the filters see ``filter_logits``, default the implementation's own
+    last-position logits), ``uncached``: also the generation without the cache (the reference's
+    own check of its cache); the eval loss and every gradient; then per step the loss (and lr,
+    gradient norm when scheduled), and the parameters and AdamW moments after the last step
+    (``every_step``: after every step). ``progress.doing`` names the call in progress. Tensors
+    are yielded one at a time and not held, so memory holds one implementation's state."""
+    if hasattr(im, "data_batches"):
+        progress.doing = "batching the embedded text with its data loader"
+        yield from data_rows(im)
+    progress.doing = "loading the weights"
+    im.load(run.cfg, run.params, run.dtype)
+    progress.doing = "running the eval forward"
+    logits, blocks = im.forward(run.ids)  # eval mode: every block's residual output, then the logits
+    yield from _block_rows(im, blocks)
+    yield "logits", logits
+    last = logits[:, -1, :].astype(np.float64) if filter_logits is None else filter_logits
     del logits, blocks
-    loss, grads = ref.loss_and_grads(run.ids, run.targets, None)  # eval mode
-    store.put("loss", np.float64(loss))
-    _put_all(store, "grad {}", grads)
+    if hasattr(im, "generate_greedy"):
+        progress.doing = "generating with its KV cache"
+        prompt = prompt_of(run.ids)
+        yield from generation_rows(im, prompt, last, True, run.window)
+        if uncached:
+            yield from generation_rows(im, prompt, last, False, run.window)
+    progress.doing = "computing the eval loss and gradients"
+    loss, grads = im.loss_and_grads(run.ids, run.targets, None)  # eval mode
+    yield "loss", np.float64(loss)
+    for key in grads:
+        yield f"grad {key}", grads[key]
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
-    ref.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(run.batches()):
-        loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]  # train mode; the grads are not held
-        info = ref.optimizer_step()
-        store.put(f"step {step + 1} loss", np.float64(loss))
+    progress.doing = "creating the optimizer"
+    im.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
+    for step, (step_ids, step_targets, masks) in enumerate(run.batches(), start=1):
+        progress.doing = f"computing step {step}'s loss and gradients (train mode, dropout masks)"
+        loss = im.loss_and_grads(step_ids, step_targets, masks)[0]  # the grads are not held
+        progress.doing = f"taking optimizer step {step}"
+        info = im.optimizer_step()
+        yield f"step {step} loss", np.float64(loss)
         if info is not None:  # scheduled: (lr, gradient norm before clipping)
-            store.put(f"step {step + 1} lr", np.float64(info[0]))
-            store.put(f"step {step + 1} grad norm", np.float64(info[1]))
-        say(f"{ref.name}: step {step + 1}/{run.steps}")
-    if run.steps:
-        # (not strict: an adapter whose state() lacks a group is caught by the declared rows, parity/outputs.py)
-        for what, tensors in zip(STATE, ref.state(), strict=False):
-            _put_all(store, what + " {} @ step " + str(run.steps), tensors)
+            yield f"step {step} lr", np.float64(info[0])
+            yield f"step {step} grad norm", np.float64(info[1])
+        progress.say(f"{im.name}: step {step}/{run.steps}")
+        if every_step or step == run.steps:
+            progress.doing = "reading the parameters and AdamW moments"
+            groups = list(im.state())
+            for i, what in enumerate(STATE[: len(groups)]):  # a missing group: the declared rows say so
+                tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
+                for key in tensors:
+                    yield state_name(what, key, step), tensors[key]
+                del tensors
 
 
-def _put_all(store: Spill, name: str, tensors: Mapping[str, np.ndarray]) -> None:
-    for key, value in tensors.items():
-        store.put(name.format(key), value)
+def _record(ref: Implementation, store: Spill, run: Run, progress: Progress) -> None:
+    for name, tensor in outputs_of(ref, run, progress, uncached=True):
+        store.put(name, tensor)
 
 
 class _Limited:
@@ -498,8 +539,10 @@ class _Limited:
 
 def _compare(impl: Implementation, store: Spill, run: Run, progress: Progress, rows: list[Comparison]) -> Report:
     """``rows`` fills as tensors are compared; ``progress.doing`` names the call in progress (for the
-    report when the implementation raises)."""
-    dt, steps = run.dtype, run.steps
+    report when the implementation raises). A row only the implementation under test makes (a
+    sub-layer output the reference does not report) is not compared; one it does not make is
+    caught by the declared rows (``run_check``)."""
+    dt = run.dtype
     impl = _Limited(impl)
     # a user's module in float64 is also held to check-book's tier (1e-7) where it misses the strict
     # one: the book's GELU builds sqrt(2/pi) in float32; the report says which rows needed it
@@ -513,71 +556,31 @@ def _compare(impl: Implementation, store: Spill, run: Run, progress: Progress, r
         loose = compare_arrays(name, actual, expected, BOOK_TIER)
         return loose if loose.ok else row
 
+    # the float32 W_key biases' state after the steps is left out by rule (tolerances.ZERO_GRADIENT)
+    skip_state = tolerance(dt, "state").norm
+    skipped: set[str] = set()
     step_norms: dict[int, float] = {}
-    if hasattr(impl, "data_batches") and any(n.startswith("data ") for n in store.paths):
-        progress.doing = "batching the embedded text with its data loader"
-        for name, tensor in data_rows(impl):
+    reference_last = store["logits"][:, -1, :].astype(np.float64)  # both sides filter the same logits
+    for name, tensor in outputs_of(impl, run, progress, filter_logits=reference_last):
+        key = state_key(name)
+        if skip_state and key is not None and key.endswith(ZERO_GRADIENT):
+            skipped.add(key)
+            continue
+        if name in store.paths:
             rows.append(compare(name, tensor, store[name]))
-    progress.doing = "loading the weights"
-    impl.load(run.cfg, run.params, dt)
-    progress.doing = "running the eval forward"
-    logits, blocks = impl.forward(run.ids)
-    for name, tensor in _block_rows(impl, blocks):
-        if name in store.paths:  # a sub-layer output only the reference reports is not a failure
-            rows.append(compare(name, tensor, store[name]))
-    rows.append(compare("logits", logits, store["logits"]))
-    del logits, blocks
-    if hasattr(impl, "generate_greedy") and "generate tokens (KV cache)" in store.paths:
-        progress.doing = "generating with its KV cache"
-        last = store["logits"][:, -1, :].astype(np.float64)
-        for name, tensor in generation_rows(impl, prompt_of(run.ids), last, context_size=run.window):
-            rows.append(compare(name, tensor, store[name]))
-        for j in range(GENERATED):  # the reference's own cache against its uncached loop
-            cached, uncached = (
-                f"generate step {j + 1} logits (KV cache)",
-                f"generate step {j + 1} logits (no cache, reference)",
-            )
-            if uncached in store.paths:
-                rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached]))
-    progress.doing = "computing the eval loss and gradients"
-    loss, grads = impl.loss_and_grads(run.ids, run.targets, None)
-    rows.append(compare("loss", np.float64(loss), store["loss"]))
-    for name in (n for n in store if n.startswith("grad ")):
-        rows.append(compare(name, grads[name.removeprefix("grad ")], store[name]))
-    del grads
-    progress.doing = "creating the optimizer"
-    impl.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
-    for step, (step_ids, step_targets, masks) in enumerate(run.batches()):
-        progress.doing = f"computing step {step + 1}'s loss and gradients (train mode, dropout masks)"
-        loss = impl.loss_and_grads(step_ids, step_targets, masks)[0]
-        progress.doing = f"taking optimizer step {step + 1}"
-        info = impl.optimizer_step()
-        name = f"step {step + 1} loss"
-        rows.append(compare(name, np.float64(loss), store[name]))
-        if f"step {step + 1} lr" in store.paths:
-            for what, value in zip(("lr", "grad norm"), info, strict=True):
-                name = f"step {step + 1} {what}"
-                rows.append(compare(name, np.float64(value), store[name]))
-            step_norms[step + 1] = float(store[f"step {step + 1} grad norm"])
-        progress.say(f"{impl.name}: step {step + 1}/{steps}")
+        if name.endswith(" grad norm") and name in store.paths:
+            step_norms[int(name.split()[1])] = float(store[name])
+        if name == "generate tokens (KV cache)":  # the reference's own cache against its uncached loop
+            for j in range(1, GENERATED + 1):
+                cached, uncached = generated_logits(j), generated_logits(j, cached=False)
+                if uncached in store.paths:
+                    rows.append(compare(f"reference: {cached} vs no cache", store[cached], store[uncached]))
     notes = []
-    if steps:
-        st = tolerance(dt, "state")
-        skipped = [k for k in run.params if k.endswith(ZERO_GRADIENT)] if st.norm else []
-        progress.doing = "reading the parameters and AdamW moments"
-        groups = list(impl.state())
-        for i, what in enumerate(STATE):
-            tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
-            for name in (n for n in store if n.startswith(f"{what} ")):
-                key = name.removeprefix(f"{what} ").removesuffix(f" @ step {steps}")
-                if key not in skipped:
-                    rows.append(compare(name, tensors[key], store[name]))
-            del tensors
-        if skipped:
-            notes.append(
-                f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "
-                "is 0, so AdamW follows round-off; their gradients are compared above)"
-            )
+    if skipped:
+        notes.append(
+            f"not compared after the steps in {dt.name}: {len(skipped)} W_key bias tensors (their true gradient "
+            "is 0, so AdamW follows round-off; their gradients are compared above)"
+        )
     book = [r for r in rows if r.tol == BOOK_TIER]
     if book and all(r.ok for r in rows):  # on a FAIL it would explain nothing
         worst = max(book, key=lambda r: r.max_rel)

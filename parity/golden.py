@@ -46,16 +46,16 @@ from parity.engine import (
     GENERATED,
     WINDOWS,
     ZERO_GRADIENT,
+    Progress,
+    RandomWeights,
     Report,
+    Run,
     Schedule,
-    data_rows,
     draw_ids,
-    generation_rows,
+    outputs_of,
     prompt_of,
-    random_params,
-    steps_of,
 )
-from parity.outputs import kind_of
+from parity.outputs import STATE, kind_of, state_key
 from parity.tolerances import TABLE, compare, tolerance
 
 LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8
@@ -115,51 +115,35 @@ def write(
         draw_ids(rng, cfg.vocab_size, (batch_size, seq_len)),
         draw_ids(rng, cfg.vocab_size, (batch_size, seq_len)),
     )
-    params = random_params(cfg, seed)
-    if tied:
-        del params[TIED]  # the head is tok_emb.weight itself
-    inputs = {"input ids": ids, "input targets": targets}
-    schedule = list(steps_of(cfg, ids, targets, steps, seed, None))
-    for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
+    weights = RandomWeights(cfg, seed)  # made tensor by tensor when read: no third copy in memory
+    keys = [k for k in weights if not (tied and k == TIED)]  # tied: the head is tok_emb.weight itself
+    save("weights.safetensors", "input", {f"weight {k}": weights[k] for k in keys})
+    run = Run(cfg, weights, ids, targets, np.dtype(np.float64), steps, seed, LR, WEIGHT_DECAY, None, None)
+    inputs = {"input ids": ids, "input targets": targets, "generate prompt": prompt_of(ids)}
+    for s, (step_ids, step_targets, masks) in enumerate(run.batches(), start=1):
         inputs[f"step {s} ids"], inputs[f"step {s} targets"] = step_ids, step_targets
         for site, mask in (masks or {}).items():
             inputs[f"step {s} mask {site}"] = mask.astype(np.uint8)
-    ref = NumpyImpl(tied=tied)
-    ref.load(cfg, params, np.dtype(np.float64))
-    logits, blocks = ref.forward(ids)
-    inputs["generate prompt"] = prompt_of(ids)
-    inputs["filter logits"] = logits[:, -1, :].copy()  # the sampling filters' input (B, V)
     inputs["data token ids"] = np.array(get_tokenizer().encode(embedded_text()), dtype=np.int64)
-    save("inputs.safetensors", "input", inputs)
-    save("weights.safetensors", "input", {f"weight {k}": v for k, v in params.items()})
-    del params
-    forward = {}
-    for i, block in enumerate(blocks):
-        forward.update({f"trf_blocks.{i}.{k} output": v for k, v in ref.taps()[i].items()})
-        forward[f"trf_blocks.{i} output"] = block
-    forward["logits"] = logits
-    save("forward.safetensors", "output", forward)
-    del forward, logits, blocks
-    generated = generation_rows(ref, inputs["generate prompt"], inputs["filter logits"])
-    save("generation.safetensors", "output", {name: _typed(name, t) for name, t in generated})
-    save("data.safetensors", "output", {name: t for name, t in data_rows(ref)})
-    loss, grads = ref.loss_and_grads(ids, targets, None)
-    save("backward.safetensors", "output", {"loss": np.float64(loss), **{f"grad {k}": g for k, g in grads.items()}})
-    del grads
-    ref.init_optimizer(LR, WEIGHT_DECAY, BETAS, EPS)
+    ref = NumpyImpl(tied=tied)
     ref.set_schedule(SCHEDULE, steps)
-    for s, (step_ids, step_targets, masks) in enumerate(schedule, start=1):
-        loss = ref.loss_and_grads(step_ids, step_targets, masks)[0]
-        lr, norm = ref.optimizer_step()
-        group = {
-            f"step {s} loss": np.float64(loss),
-            f"step {s} lr": np.float64(lr),
-            f"step {s} grad norm": np.float64(norm),
-        }
-        for what, state in zip(("param", "adam m", "adam v"), ref.state(), strict=True):
-            group.update({f"{what} {k} @ step {s}": v for k, v in state.items()})
-        save(f"step-{s}.safetensors", "output", group)
-        del group
+    group: dict[str, np.ndarray] = {}
+    file = ""
+    for name, tensor in outputs_of(ref, run, Progress(lambda msg: None), every_step=True):  # engine's one walk
+        if _file_of(name) != file and group:
+            save(file, "output", group)
+            group = {}
+        file = _file_of(name)
+        group[name] = tensor
+        if name == "logits":  # the sampling filters' input (B, V), as the engine filters it
+            inputs["filter logits"] = tensor[:, -1, :].astype(np.float64)
+            save("inputs.safetensors", "input", inputs)
+        if name.startswith(f"{STATE[-1]} {keys[-1]} @ step "):  # a step's last row: written before the next
+            save(file, "output", group)  # step updates these arrays in place
+            group = {}
+    if group:
+        save(file, "output", group)
+    del group
     ref.release()
     component = _layer_norm_inputs(cfg, seed)
     save("components.safetensors", "input", component, _layer_norm_outputs(component))
@@ -282,14 +266,17 @@ def _open_results(path: Path, st: Any) -> dict[str, np.ndarray]:
         raise NpgptError(f"{path}: cannot read it as safetensors/npz ({type(exc).__name__}: {first})") from None
 
 
-def _typed(name: str, tensor: np.ndarray) -> np.ndarray:
-    """Generated tokens as int64 and kept-token masks as uint8 in the bundle (the engine's rows
-    hold them as floats)."""
-    if name.endswith("tokens (KV cache)"):
-        return np.asarray(tensor).astype(np.int64)
-    if name.endswith(": kept tokens"):
-        return np.asarray(tensor).astype(np.uint8)
-    return tensor
+def _file_of(name: str) -> str:
+    """The bundle file an output goes into (the module docstring's list)."""
+    if name.startswith("data "):
+        return "data.safetensors"
+    if name.startswith(("generate ", "filter ")):
+        return "generation.safetensors"
+    if name == "loss" or name.startswith("grad "):
+        return "backward.safetensors"
+    if name.startswith("step ") or state_key(name) is not None:
+        return f"step-{name.split()[1] if name.startswith('step ') else name.rsplit(' @ step ', 1)[1]}.safetensors"
+    return "forward.safetensors"  # block and sub-layer outputs, logits
 
 
 def _contiguous(value: Any) -> np.ndarray:

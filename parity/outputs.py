@@ -99,6 +99,13 @@ def declared(
         yield from (state_name(what, key, steps) for what in STATE for key in keys if key not in skipped)
 
 
+def state_key(name: str) -> str | None:
+    """The parameter a post-step state row is about (``adam m trf_blocks.0.att.W_key.bias @ step 3``
+    -> ``trf_blocks.0.att.W_key.bias``); None for any other row."""
+    what = next((w for w in STATE if name.startswith(f"{w} ") and " @ step " in name), None)
+    return None if what is None else name.removeprefix(f"{what} ").rsplit(" @ step ", 1)[0]
+
+
 def missing(declared_names: Iterable[str], compared: Iterable[str]) -> list[str]:
     """The declared rows the report lacks, in declared order."""
     have = set(compared)
