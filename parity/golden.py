@@ -48,7 +48,6 @@ from parity.engine import (
     ZERO_GRADIENT,
     Progress,
     RandomWeights,
-    Report,
     Run,
     Schedule,
     draw_ids,
@@ -56,6 +55,7 @@ from parity.engine import (
     prompt_of,
 )
 from parity.outputs import STATE, kind_of, state_key
+from parity.report import Report
 from parity.tolerances import TABLE, compare, tolerance
 
 LR, WEIGHT_DECAY, BETAS, EPS = 4e-4, 0.1, (0.9, 0.999), 1e-8

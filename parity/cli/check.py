@@ -23,7 +23,8 @@ from parity import user_code
 from parity.bugs import CATALOG
 from parity.cli.reports import check_report_path, print_report, write_json
 from parity.cli.runs import DefaultsHelp, Runner
-from parity.engine import RandomWeights, Report, Spill, draw_ids, run_check
+from parity.engine import RandomWeights, Spill, draw_ids, run_check
+from parity.report import Report
 
 
 def _return_freed_memory_to_the_system() -> None:

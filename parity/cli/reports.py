@@ -10,7 +10,7 @@ from pathlib import Path
 
 from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
-from parity.engine import Report
+from parity.report import Report
 
 
 def write_json(path: str, config: dict, implementation: str, source: str, reports: list[Report]) -> None:
