@@ -158,8 +158,6 @@ def _release(im: Implementation) -> None:
 
 
 def run_check(
-    impl: Implementation,
-    ref: Implementation,
     cfg: GPTConfig,
     params: Mapping[str, np.ndarray],
     ids: np.ndarray,
@@ -171,8 +169,14 @@ def run_check(
     weight_decay: float = 0.1,
     progress: Callable[[str], None] | None = None,
     schedule: Schedule | None = Schedule(),
+    *,
+    impl: Implementation,
+    reference: Implementation,
 ) -> Report:
-    """Compare ``impl`` against ``ref`` (the reference) and return the rows.
+    """Compare ``impl`` (the implementation under test) against ``reference`` and return the rows.
+    Both are keyword-only, so a call always says which side is which: every row compares the
+    tested tensor (a) with the reference's (b), the reference's magnitude sets the tolerance
+    (parity/tolerances.py), and ``npgpt check`` makes npgpt the reference.
 
     The two run one after the other: ``ref`` first, every tensor it produces written to a temp
     directory; it is released; then ``impl`` runs the same sequence and each of its tensors is
@@ -180,6 +184,7 @@ def run_check(
     parameters, gradients and AdamW moments, not two (the temp directory holds about six times
     the weights' size until the comparison ends)."""
     say = progress or (lambda msg: None)
+    ref = reference
     probe = getattr(impl, "probe", None)
     if probe is not None:
         probe(cfg)  # what the reference must know first: a tied head, the dropout sites it takes

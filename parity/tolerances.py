@@ -1,7 +1,8 @@
 """The tolerance table (docs/conventions.md), the ONE place tolerances live. Tests and ``npgpt check`` read
 it; nothing loosens it elsewhere.
 
-Elementwise rule: ``|a - b| <= atol * max(1, max|b|) + rtol * |b|`` (b is the reference, torch).
+Elementwise rule: ``|a - b| <= atol * max(1, max|b|) + rtol * |b|`` (b is the reference:
+npgpt in ``npgpt check``; ``engine.run_check`` names both sides by keyword).
 Norm rule (float32 optimizer states): ``||a - b|| <= atol * sqrt(n) * max(1, max|b|) + rtol * ||b||``:
 the same bound in root-mean-square form, so one element with heavy cancellation does not decide.
 """

@@ -138,7 +138,9 @@ def diagnose(spec: str, device: str, tied: bool, first: str, seed: int, referenc
         impl = resolve(spec, device)
         with contextlib.redirect_stdout(io.StringIO()):  # the implementation's own prints
             bugs = (name,) if reference_bug is None else (reference_bug, name)  # --gelu erf stays on
-            report = run_check(impl, BuggedImpl(bugs, tied), cfg, RandomWeights(cfg, seed), ids, targets, "float64", 0)
+            report = run_check(
+                cfg, RandomWeights(cfg, seed), ids, targets, "float64", 0, impl=impl, reference=BuggedImpl(bugs, tied)
+            )
         forward = [r for r in report.rows if r.name.startswith("trf_blocks") or r.name == "logits"]
         if report.error is None and forward and all(r.ok for r in forward):  # the catalog's mistakes are forward ones
             bug = CATALOG[name]
@@ -271,8 +273,9 @@ def run(args: argparse.Namespace) -> int:
                 else NumpyImpl(tied=tied, attention=args.attention)
             )
             report = run_check(
-                target, reference, cfg, weights, ids, targets, dtype, args.steps, args.seed, progress=progress
-            )
+                cfg, weights, ids, targets, dtype, args.steps, args.seed, progress=progress, impl=target,
+                reference=reference,
+            )  # fmt: skip
             reports.append(report)
             print_report(report, dtype, time.perf_counter() - t0, args.quiet)
     print(f"peak memory (resident): {_peak_gb():.1f} GB")

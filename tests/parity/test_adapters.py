@@ -20,7 +20,9 @@ def inputs():
 
 
 def test_sdpa_fast_path_as_a_third_implementation():
-    report = run_check(TorchImpl(attention="sdpa"), TorchImpl(), CFG, random_params(CFG, 0), *inputs(), "float64", 3)
+    report = run_check(
+        CFG, random_params(CFG, 0), *inputs(), "float64", 3, impl=TorchImpl(attention="sdpa"), reference=TorchImpl()
+    )
     assert report.ok, report.first_failure
     assert "trf_blocks.1 output" in report.table()
 
@@ -33,7 +35,7 @@ def test_a_wrong_third_implementation_fails():
             logits, blocks = super().forward(ids)
             return logits * (1 + 1e-6), blocks  # a 1e-6 relative error: far above float64's 1e-9
 
-    report = run_check(OffByScale(), TorchImpl(), CFG, random_params(CFG, 0), *inputs(), "float64", 1)
+    report = run_check(CFG, random_params(CFG, 0), *inputs(), "float64", 1, impl=OffByScale(), reference=TorchImpl())
     assert not report.ok and report.first_failure.name == "logits"
 
 

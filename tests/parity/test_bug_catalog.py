@@ -42,7 +42,9 @@ def test_every_entry_has_an_expected_first_row():
 def test_every_mistake_in_the_catalog_fails_the_check_where_it_lives(name):
     rng = np.random.default_rng(0)
     ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
-    report = run_check(BuggedImpl(name), TorchImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 2)
+    report = run_check(
+        CFG, random_params(CFG, 0), ids, targets, "float64", 2, impl=BuggedImpl(name), reference=TorchImpl()
+    )
     expected = SPECIAL.get(name) or FIRST_ROW[CATALOG[name].component]
     assert not report.ok and report.first_failure.name.startswith(expected), report.first_failure
 
@@ -54,10 +56,10 @@ def test_the_clean_reference_passes_against_torchgpt_in_the_same_run():
     from parity.adapters import NumpyImpl
 
     mutant = run_check(
-        BuggedImpl("no-causal-mask"), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 1
+        CFG, random_params(CFG, 0), ids, targets, "float64", 1, impl=BuggedImpl("no-causal-mask"), reference=NumpyImpl()
     )
     assert not mutant.ok  # the mutant ran, and failed ...
-    report = run_check(NumpyImpl(), TorchImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", 1)
+    report = run_check(CFG, random_params(CFG, 0), ids, targets, "float64", 1, impl=NumpyImpl(), reference=TorchImpl())
     assert report.ok, report.first_failure  # ... and left nothing behind in the clean one
 
 

@@ -23,7 +23,9 @@ CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=8, n_heads=2, n_layers
 def report(steps: int = 5):
     rng = np.random.default_rng(0)
     ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
-    return run_check(TorchImpl(), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float64", steps)
+    return run_check(
+        CFG, random_params(CFG, 0), ids, targets, "float64", steps, impl=TorchImpl(), reference=NumpyImpl()
+    )
 
 
 def test_the_steps_run_appendix_d_and_report_lr_and_grad_norm_per_step():
@@ -146,5 +148,5 @@ def test_a_generated_token_one_off_fails_in_float32(monkeypatch):
     monkeypatch.setattr(TorchImpl, "generate_greedy", off_by_one)
     rng = np.random.default_rng(0)
     ids, targets = draw_ids(rng, CFG.vocab_size, (2, 8)), draw_ids(rng, CFG.vocab_size, (2, 8))
-    r = run_check(TorchImpl(), NumpyImpl(), CFG, random_params(CFG, 0), ids, targets, "float32", 0)
+    r = run_check(CFG, random_params(CFG, 0), ids, targets, "float32", 0, impl=TorchImpl(), reference=NumpyImpl())
     assert [row.name for row in r.rows if not row.ok] == ["generate tokens (KV cache)"]

@@ -25,7 +25,9 @@ from torchgpt import generate as t_generate  # noqa: E402
 
 def model_report(case: Case, dtype: str, steps: int = 2):
     params = random_params(case.cfg, case.seed)
-    return run_check(NumpyImpl(), TorchImpl(), case.cfg, params, case.ids(1), case.ids(2), dtype, steps, case.seed)
+    return run_check(
+        case.cfg, params, case.ids(1), case.ids(2), dtype, steps, case.seed, impl=NumpyImpl(), reference=TorchImpl()
+    )
 
 
 @given(case=cases(max_layers=2, dropout=True))

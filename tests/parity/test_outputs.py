@@ -21,7 +21,8 @@ def _run(impl=None, ref=None, dtype="float64"):
     rng = np.random.default_rng(0)
     ids, targets = rng.integers(0, CFG.vocab_size, (2, 16)), rng.integers(0, CFG.vocab_size, (2, 16))
     params = random_params(CFG, 0)
-    return params, run_check(impl or TorchImpl(), ref or NumpyImpl(), CFG, params, ids, targets, dtype, STEPS)
+    report = run_check(CFG, params, ids, targets, dtype, STEPS, impl=impl or TorchImpl(), reference=ref or NumpyImpl())
+    return params, report
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
