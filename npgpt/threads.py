@@ -19,9 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 MIN_SIZE = 1 << 18  # elements; below this a thread hand-off costs more than it saves (measured)
-# elements per call of fn inside a range: its temporaries (128 KB in float64) stay in cache, and under
-# glibc's mmap threshold (npgpt check sets it to 256 KB), so they are reused, not mapped afresh
-CHUNK = 1 << 14
+# elements per call of fn inside a range. Each call costs fixed Python and dispatch time (~14 ufunc
+# calls for AdamW), so the chunk is as large as the cache allows. GPT-2 small's AdamW step on the
+# 2-core Intel Xeon (python -m benchmarks.adamw, benchmarks/results/adamw-intel-2core.md), float64 /
+# float32: 1 << 14 0.99 / 0.64 s, 1 << 16 0.81 / 0.45 s, 1 << 18 0.88 / 0.42 s. The scratch a call
+# works in is given to it, allocated once per range: never an allocation per chunk (npgpt check
+# lowers glibc's mmap threshold, under which a 512 KB temporary would be mapped and faulted in
+# every call).
+CHUNK = 1 << 16
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -38,21 +43,24 @@ def _executor(n: int) -> ThreadPoolExecutor:
 
 
 def _in_chunks(fn: Callable[..., object], *flat: np.ndarray) -> None:
-    """``fn`` on consecutive CHUNK-element slices: a pass over 163M floats that allocates its
-    temporaries at full size faults in fresh memory and streams every intermediate through RAM;
-    a chunk's temporaries are reused from cache."""
+    """``fn(*slices, scratch)`` on consecutive CHUNK-element slices: a pass over 163M floats that
+    allocates its temporaries at full size faults in fresh memory and streams every intermediate
+    through RAM; a chunk's scratch is one buffer, reused from cache."""
+    scratch = np.empty(min(CHUNK, flat[0].size), dtype=flat[0].dtype)
     for start in range(0, flat[0].size, CHUNK):
-        fn(*(f[start : start + CHUNK] for f in flat))
+        chunk = [f[start : start + CHUNK] for f in flat]
+        fn(*chunk, scratch[: chunk[0].size])
 
 
 def in_ranges(fn: Callable[..., object], *arrays: np.ndarray) -> None:
-    """Call ``fn`` on matching ranges of ``arrays`` (same size, C-contiguous, flattened), one
-    range per thread, each range in cache-sized chunks; ``fn`` works in place, element by element.
-    Small or non-contiguous arrays: one call on the whole arrays."""
+    """Call ``fn(*ranges, scratch)`` on matching ranges of ``arrays`` (same size, C-contiguous,
+    flattened), one range per thread, each range in cache-sized chunks; ``fn`` works in place,
+    element by element, and may use ``scratch`` (the chunk's size, the first array's dtype) as
+    its temporary. Small or non-contiguous arrays: one call on the whole arrays."""
     n = workers()
     size = arrays[0].size
     if size < MIN_SIZE or not all(a.flags.c_contiguous and a.size == size for a in arrays):
-        fn(*arrays)
+        fn(*arrays, np.empty(arrays[0].shape, dtype=arrays[0].dtype))
         return
     flat = [a.reshape(-1) for a in arrays]  # views: contiguous arrays flatten without a copy
     if n == 1:

@@ -34,8 +34,10 @@ def test_the_ranges_cover_every_element_once(small_threshold, monkeypatch):
     monkeypatch.setenv("NPGPT_THREADS", "4")
     a = np.zeros(10, dtype=np.int64)
 
-    def bump(x):
-        x += 1
+    def bump(x, scratch):
+        assert scratch.shape == x.shape and scratch.dtype == x.dtype  # the chunk's own temporary
+        np.add(x, 1, out=scratch)
+        x[...] = scratch
 
     threads.in_ranges(bump, a)
     assert np.array_equal(a, np.ones(10))
@@ -47,7 +49,7 @@ def test_the_ranges_cover_every_element_once(small_threshold, monkeypatch):
 def test_a_worker_exception_is_raised(small_threshold, monkeypatch):
     monkeypatch.setenv("NPGPT_THREADS", "2")
 
-    def fails(x):
+    def fails(x, scratch):
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):

@@ -1,0 +1,74 @@
+"""How large a chunk should AdamW's elementwise update work in? (npgpt/threads.py's CHUNK)
+
+    python -m benchmarks.adamw
+
+GPT-2 small's parameters, one AdamW step timed in float64 (npgpt check's dtype) and float32 (a
+train step's), with the chunk at 2^14, 2^16 and 2^18 elements, every core, rounds alternated
+(this machine is shared and drifts), the median of each; glibc's mmap threshold lowered as
+npgpt check lowers it. Writes benchmarks/results/adamw-<cpu kind>-<cores>core.{json,md}.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.measure import cpu_kind, machine
+from npgpt import threads
+from npgpt.config import GPTConfig
+from npgpt.optim import AdamW
+from npgpt.params import init_params
+
+ROUNDS = 5
+CHUNKS = (1 << 14, 1 << 16, 1 << 18)
+
+
+def main() -> int:
+    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)  # M_MMAP_THRESHOLD, as parity/cli/check.py sets it
+    default = threads.CHUNK
+    medians: dict[str, dict[str, float]] = {}
+    for dtype in ("float64", "float32"):
+        params = init_params(GPTConfig.preset("gpt2-small"), 0, np.dtype(dtype))
+        grads = {k: np.full_like(v, 1e-3) for k, v in params.items()}
+        opt = AdamW(params, lr=4e-4, weight_decay=0.1)
+        opt.step(grads)  # warm-up: the pages of m and v touched
+        times: dict[int, list[float]] = {c: [] for c in CHUNKS}
+        for _ in range(ROUNDS):
+            for chunk in CHUNKS:
+                threads.CHUNK = chunk
+                t0 = time.perf_counter()
+                opt.step(grads)
+                times[chunk].append(time.perf_counter() - t0)
+        medians[dtype] = {str(c): statistics.median(t) for c, t in times.items()}
+        del params, grads, opt
+    threads.CHUNK = default
+    m = machine()
+    result = {"machine": m, "date": time.strftime("%Y-%m-%d"), "rounds": ROUNDS, "threads": threads.workers()}
+    result |= {"adamw_step_s": medians, "chunk_in_use": default}
+    stem = Path("benchmarks/results") / f"adamw-{cpu_kind(m['cpu'])}-{m['cores']}core"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# AdamW step, GPT-2 small, by chunk size — {m['cpu']}, {m['cores']} cores, "
+        f"{threads.workers()} threads ({result['date']})",
+        "",
+        f"| chunk (elements) | float64 median s (of {ROUNDS}) | float32 median s |",
+        "|---|---|---|",
+        *(
+            f"| 2^{c.bit_length() - 1}{' (in use)' if c == default else ''} | {medians['float64'][str(c)]:.3f} | "
+            f"{medians['float32'][str(c)]:.3f} |"
+            for c in CHUNKS
+        ),
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
