@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from parity.bugs import CATALOG
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, examples
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
@@ -15,6 +15,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         help="list the classic mistakes that check-book diagnoses and check --inject-bug shows",
         description="Each line: the name (for npgpt check --inject-bug NAME), the book class it lives in, "
         "the mistake and its fix.",
+        epilog=examples(
+            "npgpt bugs",
+            "npgpt check --config tiny --inject-bug mask-one-future   # see where the report points",
+        ),
     )
     return {"bugs": run}
 

@@ -22,7 +22,7 @@ from npgpt.validate import check_values
 from parity import user_code
 from parity.bugs import CATALOG
 from parity.cli.reports import check_report_path, print_report, write_json
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, examples
 from parity.engine import RandomWeights, Spill, draw_ids, run_check
 from parity.report import Report
 
@@ -52,6 +52,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         help="load the same weights into npgpt and torchgpt and compare every tensor (the main job)",
         description="Compare npgpt against torchgpt: every block output, logits, loss, all gradients, and "
         "loss/params/AdamW moments over k steps with dropout on (shared masks). Exits 1 if anything fails.",
+        epilog=examples(
+            "npgpt check --config tiny                          # seconds; the default GPT-2 small takes minutes",
+            "npgpt check --weights models/124M --dtype both     # OpenAI's weights, float64 and float32",
+            "npgpt check --impl my_gpt.py:GPTModel --config tiny   # your own nn.Module against npgpt",
+        ),
     )
     p.add_argument(
         "--impl",
@@ -64,10 +69,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     p.add_argument(
         "--vocab-size", type=int, default=None, help="vocabulary of the random weights (default: the config's)"
     )
-    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="float64", help="precision of both sides")
     p.add_argument("--steps", type=int, default=10, help="AdamW steps to compare")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=2, help="sequences per compared batch")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (at most the context length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of the torch reference: cpu or cuda")
     p.add_argument("--json", help="also write every row to this JSON file")

@@ -13,7 +13,7 @@ import numpy as np
 from npgpt.errors import NpgptError
 from npgpt.files import atomic_write
 from parity.cli.reports import check_report_path
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, examples
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
@@ -25,6 +25,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         "GPTModel, generate) in your file or folder, checks each one's outputs and gradients against npgpt on "
         "cases drawn by Hypothesis (float64, then float32), shrinks a failure to the smallest case, and names "
         "the classic mistake it matches (npgpt bugs). Exits 1 if any check fails.",
+        epilog=examples(
+            "npgpt check-book my_chapter4.py",
+            "npgpt check-book ch04.ipynb --json findings.json",
+            "npgpt check-book LLMs-from-scratch/ch05/          # a folder: every .py and notebook in it",
+        ),
     )
     p.add_argument(
         "path",
@@ -35,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         help="comma-separated book names, e.g. LayerNorm,MultiHeadAttention (chapter 3's equalities are checked when "
         "both their classes are named)",
     )
-    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both", help="float64, then float32")
     p.add_argument("--examples", type=int, default=30, help="cases Hypothesis draws per name and dtype")
     p.add_argument("--example", help="check one case only, e.g. B=1,T=2,H=1,D=2,seed=0 (from a report)")
     p.add_argument("--json", help="also write the findings to this JSON file")

@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import argparse
 
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, examples
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     fmt = {"formatter_class": DefaultsHelp}
     p = sub.add_parser("golden", help="write or verify a golden bundle (float64 inputs, weights, every output)", **fmt)
     verbs = p.add_subparsers(dest="verb", required=True)
-    w = verbs.add_parser("write", help="run the NumPy reference and write a bundle into DIR", **fmt)
+    w = verbs.add_parser(
+        "write",
+        help="run the NumPy reference and write a bundle into DIR",
+        epilog=examples(
+            "npgpt golden write golden/                       # tiny, 3 steps: 15 MB, seconds",
+            "npgpt golden write golden-tied/ --tied           # a head tied to the embedding (picoGPT, llm.c)",
+            "npgpt golden write golden-124M/ --config gpt2-small --steps 1",
+        ),
+        **fmt,
+    )
     w.add_argument("dir", help="a new (or empty) directory")
     w.add_argument("--config", default="tiny", help="tiny|gpt2-small|... (gpt2-small: ~4 GB on disk per step)")
     w.add_argument("--steps", type=int, default=3, help="AdamW steps; params, m and v are written after each")
     w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--batch-size", type=int, default=2)
-    w.add_argument("--seq-len", type=int, default=16)
+    w.add_argument("--batch-size", type=int, default=2, help="sequences per batch")
+    w.add_argument("--seq-len", type=int, default=16, help="tokens per sequence")
     w.add_argument(
         "--vocab-size",
         type=int,
@@ -30,7 +39,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
         action="store_true",
         help="the output head is the token embedding (picoGPT, llm.c): no out_head.weight, gradients summed",
     )
-    v = verbs.add_parser("verify", help="compare an implementation's outputs with a bundle (exit 1 on mismatch)", **fmt)
+    v = verbs.add_parser(
+        "verify",
+        help="compare an implementation's outputs with a bundle (exit 1 on mismatch)",
+        epilog=examples(
+            "npgpt golden verify golden/ my_outputs.safetensors",
+            "npgpt golden verify golden/ my_outputs.npz --quiet",
+            "npgpt golden verify golden/ outputs_dir/ --json report.json",
+        ),
+        **fmt,
+    )
     v.add_argument("dir", help="the bundle")
     v.add_argument("results", help="your outputs: .safetensors or .npz (or a directory of .safetensors), same names")
     v.add_argument("--quiet", action="store_true", help="one line per component instead of one per tensor")

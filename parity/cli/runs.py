@@ -54,12 +54,28 @@ RUN_FLAGS = [
 
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each option's default, except where there is none to show (None, False)."""
+    """--help shows each option's default (also of an option with no help text), except where there
+    is none to show (None, False); an epilog that starts with "examples:" keeps its lines as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False:  # (not `in`: 0 == False would hide a 0)
             return action.help
+        if not action.option_strings or action.default == argparse.SUPPRESS:
+            return action.help
+        if not action.help:
+            return "(default: %(default)s)"
         return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def examples(*lines: str) -> str:
+    """A subcommand's --help epilog: real command lines (tests/cli/test_help_and_pickles.py parses
+    each one with the subcommand's own parser)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def parse(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, argv: Sequence[str] | None):

@@ -14,7 +14,7 @@ from npgpt.errors import NpgptError
 from npgpt.files import run_lock
 from npgpt.validate import check_values
 from parity.cli import torch_flags
-from parity.cli.runs import DefaultsHelp, Runner, parse_overrides
+from parity.cli.runs import DefaultsHelp, Runner, examples, parse_overrides
 
 DEMO_MARKER = ".npgpt-demo"
 DEFAULT_OUT = "runs/npgpt"
@@ -32,9 +32,7 @@ def _add_train_args(
     out: str = DEFAULT_OUT,
 ) -> None:
     p.add_argument("--text", help="UTF-8 training text (default: a short story embedded in npgpt)")
-    p.add_argument(
-        "--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny (default %(default)s)"
-    )
+    p.add_argument("--config", default=config, help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl|tiny")
     p.add_argument(
         "--vocab-size",
         type=int,
@@ -45,13 +43,13 @@ def _add_train_args(
         "--context-length",
         type=int,
         default=context_length,
-        help="tokens per training sequence (default %(default)s; the book's chapter 5 uses 256)",
+        help="tokens per training sequence (the book's chapter 5 uses 256)",
     )
     p.add_argument("--drop-rate", type=float, default=0.1, help="dropout probability, in [0, 1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     p.add_argument("--epochs", type=int, default=epochs, help="passes over the training text")
     p.add_argument("--batch-size", type=int, default=2, help="sequences per optimizer step")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's decoupled weight decay")
     p.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps")
     p.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
@@ -81,8 +79,8 @@ def _add_impl_args(p: argparse.ArgumentParser) -> None:
 
 def _add_generate_args(gen: argparse.ArgumentParser) -> None:
     gen.add_argument("--checkpoint", required=True, help="checkpoint.npz (or .pth with --impl torch) from train")
-    gen.add_argument("--prompt", default="Every effort moves you")
-    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--prompt", default="Every effort moves you", help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (fewer at <|endoftext|>)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=None)
@@ -102,18 +100,39 @@ def generate_args(argv: list[str]) -> argparse.Namespace:
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     fmt = {"formatter_class": DefaultsHelp}
-    train = sub.add_parser("train", help="train with the book's chapter 5 / appendix D loop", **fmt)
+    train = sub.add_parser(
+        "train",
+        help="train with the book's chapter 5 / appendix D loop",
+        epilog=examples(
+            "npgpt train --config tiny --epochs 2                # the embedded story, into runs/npgpt",
+            "npgpt train --text my_story.txt --schedule cosine --warmup-steps 20 --grad-clip 1.0 --out runs/mine",
+            "npgpt train --out runs/mine --resume --text my_story.txt",
+        ),
+        **fmt,
+    )
     _add_train_args(
         train, config="gpt2-small", context_length=256, epochs=10, lr=4e-4, start_context="Every effort moves you"
     )
     demo = sub.add_parser(
-        "demo", help="train a tiny model on the embedded story (a few seconds on two CPU cores), then generate", **fmt
+        "demo",
+        help="train a tiny model on the embedded story (a few seconds on two CPU cores), then generate",
+        epilog=examples("npgpt demo", "npgpt demo --impl torch", "npgpt demo --epochs 10 --out runs/quick-demo"),
+        **fmt,
     )
     # tiny's 512-token vocabulary spends about two characters a token: its whole context of 64
     _add_train_args(
         demo, config="tiny", context_length=64, epochs=40, lr=2e-3, start_context="The lighthouse keeper", out=DEMO_OUT
     )
-    gen = sub.add_parser("generate", help="continue a prompt with a trained checkpoint", **fmt)
+    gen = sub.add_parser(
+        "generate",
+        help="continue a prompt with a trained checkpoint",
+        epilog=examples(
+            'npgpt generate --checkpoint runs/demo/checkpoint.npz --prompt "The lighthouse keeper"',
+            "npgpt generate --checkpoint runs/npgpt/checkpoint.npz --temperature 1.4 --top-k 25 --seed 1",
+            "npgpt generate --impl torch --checkpoint runs/npgpt/checkpoint.pth --max-new-tokens 100",
+        ),
+        **fmt,
+    )
     _add_generate_args(gen)
     for p in (train, demo):
         _add_impl_args(p)

@@ -6,20 +6,39 @@ import argparse
 from pathlib import Path
 
 from npgpt.errors import NpgptError
-from parity.cli.runs import DefaultsHelp, Runner
+from parity.cli.runs import DefaultsHelp, Runner, examples
 from parity.download import SIZES, SOURCES
 from parity.weights import FORMATS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Runner]:
     fmt = {"formatter_class": DefaultsHelp}
-    p = sub.add_parser("download", help="download OpenAI's GPT-2 weights (resumable, size- and hash-checked)", **fmt)
+    p = sub.add_parser(
+        "download",
+        help="download OpenAI's GPT-2 weights (resumable, size- and hash-checked)",
+        epilog=examples(
+            "npgpt download 124M                         # into models/124M, then: npgpt check --weights models/124M",
+            "npgpt download 124M --source hf             # Hugging Face's safetensors instead",
+            "npgpt download 355M --base-url https://my.mirror/gpt-2",
+        ),
+        **fmt,
+    )
     p.add_argument("model_size", choices=SIZES)
     p.add_argument("--source", choices=SOURCES, default="openai", help="openai TF checkpoint or HF safetensors")
-    p.add_argument("--models-dir", default="models")
+    p.add_argument("--models-dir", default="models", help="the weights go into MODELS_DIR/MODEL_SIZE")
     p.add_argument("--base-url", default=None, help="a mirror serving the same paths (default: the book's URLs)")
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
-    c = sub.add_parser("convert", help=f"convert weights between {', '.join(FORMATS)}", description=formats, **fmt)
+    c = sub.add_parser(
+        "convert",
+        help=f"convert weights between {', '.join(FORMATS)}",
+        description=formats,
+        epilog=examples(
+            "npgpt convert models/124M gpt2-124M.npz          # OpenAI's checkpoint -> npgpt's (generate reads it)",
+            "npgpt convert gpt2-124M.npz gpt2-124M.safetensors",
+            "npgpt convert runs/npgpt/checkpoint.npz model.pth --format pth",
+        ),
+        **fmt,
+    )
     c.add_argument("src")
     c.add_argument("dst")
     c.add_argument("--format", choices=list(FORMATS), default=None, help="default: from DST")

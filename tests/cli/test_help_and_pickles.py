@@ -43,3 +43,54 @@ def test_demo_calls_generate_through_its_own_parser():
     command.pop("command"), command.pop("debug")
     assert vars(generate_args(argv)) == command  # the same flags and defaults: a new flag needs no demo edit
     assert generate_args(argv).prompt == "-a prompt that starts with a dash"
+
+
+def _subparsers():
+    import argparse
+
+    from parity.cli import build_parser
+
+    _, sub, _ = build_parser()
+    stack = [(name, p) for name, p in sub.choices.items()]
+    while stack:
+        name, p = stack.pop()
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            stack += [(f"{name} {n}", q) for n, q in nested[0].choices.items()]
+        else:
+            yield name, p
+
+
+def test_every_subcommand_shows_every_default_and_ends_with_examples_that_parse():
+    import argparse
+    import shlex
+
+    seen = []
+    for name, p in _subparsers():
+        text = p.format_help()
+        for a in p._actions:
+            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default: {a.default})" in " ".join(text.split()), (name, a.option_strings)
+        assert p.epilog and p.epilog.startswith("examples:"), name
+        lines = [line.split("  #")[0].strip() for line in p.epilog.splitlines()[1:]]
+        assert 2 <= len(lines) <= 3, name
+        for line in lines:
+            words = shlex.split(line)
+            assert words[0] == "npgpt", line
+            if " ".join(words[1 : 1 + len(name.split())]) == name:  # (bugs shows a check line too)
+                p.parse_args(words[1 + len(name.split()) :])  # argparse exits on a flag that is not there
+        seen.append(name)
+    assert sorted(seen) == sorted(
+        [
+            "train",
+            "demo",
+            "generate",
+            "check",
+            "check-book",
+            "golden write",
+            "golden verify",
+            "download",
+            "convert",
+            "bugs",
+        ]
+    )
