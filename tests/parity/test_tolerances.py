@@ -78,10 +78,12 @@ def test_the_chunked_comparison_follows_the_rule(n, seed, noise, special, where,
         assert row.max_abs == 0.0 and row.ok
     if n and special in ("none", "large"):  # the share of the tolerance, where and how many
         used, at, outside = share_by_the_rule(a, b, rule)
-        assert row.used == pytest.approx(used, rel=1e-9) and row.outside == outside
-        if used > 0:
-            assert row.worst_index == (at, 0)
-        assert row.ok == (row.used <= 1.0)
+        assert row.outside == outside and row.ok == (row.used <= 1.0)
+        if row.worst_index is None and not rule.norm:  # far inside: an upper bound, said to be under 1%
+            assert used <= row.used * (1 + 1e-12) and row.used < tolerances.EXACT_SHARE_FROM
+        else:
+            assert row.used == pytest.approx(used, rel=1e-9)
+            assert used == 0 or row.worst_index == (at, 0)
 
 
 def test_one_element_out_in_the_last_chunk_fails_and_is_measured():
