@@ -3,7 +3,7 @@ small's shape, float64, 10 AdamW steps), run as a user runs it: a child process,
 outside (getrusage of the child). Writes benchmarks/results/check-memory-<cpu>.{json,md};
 ``--demo`` measures ``npgpt demo`` (into a temporary --out) instead: demo-memory-<cpu>.*.
 
-    python -m benchmarks.check_memory [--impl hf | --demo] [--phases]
+    python -m benchmarks.check_memory [--impl hf | --demo] [--phases] [--runs N]
 
 ``--phases`` also runs the main job once more under cProfile and writes where its time goes
 (check-phases-<cpu>.{json,md}): each implementation's gradients and optimizer steps, loading the
@@ -17,6 +17,7 @@ import json
 import os
 import pstats
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,20 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impl", default=None, help="also pass --impl (default: the main job, torchgpt)")
     parser.add_argument("--demo", action="store_true", help="measure `npgpt demo` instead of check")
     parser.add_argument("--phases", action="store_true", help="also profile the main job by phase (cProfile)")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="run it N times: this machine's wall time varies by +-10%% between runs"
+    )
     args = parser.parse_args(argv)
     extra = ["--impl", args.impl] if args.impl else []
     command = ["demo"] if args.demo else ["check", "--quiet", *extra]
-    with tempfile.TemporaryDirectory(prefix="npgpt-memory-bench-") as tmp:
-        out = ["--out", str(Path(tmp) / "demo")] if args.demo else []
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "parity.cli", *command, *out], capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    walls = []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="npgpt-memory-bench-") as tmp:
+            out = ["--out", str(Path(tmp) / "demo")] if args.demo else []
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "parity.cli", *command, *out], capture_output=True, text=True)
+            walls.append(time.perf_counter() - t0)
+        if done.returncode:
+            break
+    wall = statistics.median(walls)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB; the largest child's
     m = machine()
     result = {
         "command": " ".join(["npgpt", *command]),
         "exit_code": done.returncode,
         "wall_s": wall,
+        "wall_s_runs": walls,
         "peak_rss_bytes": peak,
         "machine": m,
         "date": time.strftime("%Y-%m-%d"),
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".md").write_text(
         f"# `{result['command']}` ({shape}) — {m['cpu']}, {m['cores']} cores ({result['date']})\n\n"
         f"| exit code | wall time | peak resident memory |\n|---|---|---|\n"
-        f"| {done.returncode} | {wall:.0f} s | {peak / 1e9:.2f} GB ({peak / 2**30:.2f} GiB) |\n\n"
+        f"| {done.returncode} | {wall:.0f} s{_spread(walls)} | {peak / 1e9:.2f} GB ({peak / 2**30:.2f} GiB) |\n\n"
         + "\n".join(f"- {line}" for line in result["summary"])
         + "\n"
     )
@@ -68,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.phases and not args.demo:
         phases(command, m, Path("benchmarks/results") / f"check-phases{impl}-{vendor}-{os.cpu_count()}core")
     return done.returncode
+
+
+def _spread(walls: list[float]) -> str:
+    """ " (median of N: a-b s)" after the wall time when it was run more than once."""
+    return f" (median of {len(walls)}: {min(walls):.0f}-{max(walls):.0f} s)" if len(walls) > 1 else ""
 
 
 def _phase_functions() -> list[tuple[str, object]]:
