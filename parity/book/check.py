@@ -25,13 +25,15 @@ import numpy as np
 from npgpt.errors import NpgptError
 from parity import user_code
 from parity.book import targets
-from parity.book.targets import TARGETS, Case, Target, UnusableError, load_into
+from parity.book.cases import NOTES, Example, UnusableError, drain_notes, draw_x
+from parity.book.run_torch import load_into
+from parity.book.targets import TARGETS, Target
 from parity.bugs import CATALOG, inject
 from parity.tolerances import Comparison, compare, tolerance
 from parity.torch_module import get_path
 from parity.user_code import CallTimeoutError, cut, time_limit, user_raised
 
-TYPICAL = Case(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
+TYPICAL = Example(B=2, T=4, H=2, D=3, seed=0)  # tried first: most mistakes show on it at once
 
 
 @dataclasses.dataclass
@@ -39,7 +41,7 @@ class Finding:
     name: str
     status: str  # PASS, FAIL, not found, could not construct
     detail: str = ""
-    case: Case | None = None
+    case: Example | None = None
     dtype: str = ""
     diagnosis: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -226,9 +228,9 @@ _HUNG: dict[tuple[str, int], str] = {}  # (book name, the reader's object) -> it
 def attempt(
     target: Target,
     obj: Any,
-    case: Case,
+    case: Example,
     dtype: str,
-    subs: Callable[[Any, Case], Any] | None,
+    subs: Callable[[Any, Example], Any] | None,
     strict: bool = False,
 ) -> Attempt:
     """Build the reader's object for ``case`` (with the reference's sub-modules when ``subs``),
@@ -262,7 +264,7 @@ def attempt(
     return Attempt(compare_outputs(target, got, ref, dtype, strict), got=got, ref=ref)
 
 
-def _call(target: Target, case: Case) -> str:
+def _call(target: Target, case: Example) -> str:
     args = {
         "LayerNorm": f"({case.C})", "GELU": "()", "SelfAttention_v1": f"({case.C}, {case.D})",
         "SelfAttention_v2": f"({case.C}, {case.D}, qkv_bias=False)",
@@ -273,7 +275,7 @@ def _call(target: Target, case: Case) -> str:
 # -- the reference's sub-modules ---------------------------------------------------------------
 
 
-def _reference_class(book_name: str, case: Case) -> Any:
+def _reference_class(book_name: str, case: Example) -> Any:
     from torchgpt import model as tg
 
     cfg = case.book_cfg()
@@ -304,12 +306,12 @@ def _extra_parameters(module: Any) -> list[str]:
     return [p.name for p in params[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def substitutions(target: Target) -> Callable[[Any, Case], Any]:
+def substitutions(target: Target) -> Callable[[Any, Example], Any]:
     """A function that gives the reader's object with its book sub-parts replaced by the
     reference's: a module's sub-modules (same names, so the book's weights load into them), or
     the book functions a function calls (swapped in its module's globals while it runs)."""
 
-    def swap_modules(module: Any, case: Case) -> Any:
+    def swap_modules(module: Any, case: Example) -> Any:
         for path, book_name in target.swaps:
             paths = [path]
             if "{i}" in path:
@@ -321,7 +323,7 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
                     continue
                 extra = _extra_parameters(own)
                 if extra:  # a KV cache's forward(x, use_cache, start_pos, ...): the book's cannot stand in
-                    targets._NOTES.append(
+                    NOTES.append(
                         f"(checked with your own {path}: its forward takes {', '.join(extra)} beyond x, which the "
                         f"book's {book_name} does not; your {type(own).__name__} has its own line)"
                     )
@@ -330,7 +332,7 @@ def substitutions(target: Target) -> Callable[[Any, Case], Any]:
                 setattr(get_path(module, parent) if parent else module, leaf, _reference_class(book_name, case))
         return module
 
-    def swap_globals(fn: Any, case: Case) -> Any:
+    def swap_globals(fn: Any, case: Example) -> Any:
         names = {book_name: _reference_function(book_name) for _, book_name in target.swaps}
         scope = getattr(fn, "__globals__", {})
 
@@ -358,10 +360,10 @@ def cases(target: Target, dtype: str, one_row: bool = False):
 
     if target.name in ("GPTDatasetV1", "create_dataloader_v1"):  # B: batch size, T: max_length, D: stride
         return st.builds(
-            Case, B=st.integers(1, 4), T=st.integers(1, 8), H=st.just(1), D=st.integers(1, 8), seed=st.just(0)
+            Example, B=st.integers(1, 4), T=st.integers(1, 8), H=st.just(1), D=st.integers(1, 8), seed=st.just(0)
         )
     drawn = st.builds(
-        Case, B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4),
+        Example, B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4),
         seed=st.integers(0, 2**16),
     )  # fmt: skip
     if one_row:
@@ -371,7 +373,7 @@ def cases(target: Target, dtype: str, one_row: bool = False):
 
 def smallest_failure(
     target: Target, obj: Any, dtype: str, subs, max_examples: int, one_row: bool = False
-) -> Case | None:
+) -> Example | None:
     """The smallest case Hypothesis finds on which the reader's object fails, or None."""
     from hypothesis import HealthCheck, Phase, find, settings
     from hypothesis.errors import NoSuchExample
@@ -399,7 +401,7 @@ def _worst(rows: list[Comparison]) -> str:
     return f"{row.name} differs by {row.max_abs:.2e} (relative {row.max_rel:.1e}; tolerance {row.tol.describe()})"
 
 
-def matching_mistakes(target: Target, case: Case, dtype: str, result: Attempt) -> list[Any]:
+def matching_mistakes(target: Target, case: Example, dtype: str, result: Attempt) -> list[Any]:
     """The catalogued mistakes whose reference reproduces the reader's forward outputs on ``case``
     and changes them (a mistake invisible on this case is not a candidate). None when the forward
     outputs are right and only gradients differ: the catalog's mistakes are forward ones. Where
@@ -424,7 +426,9 @@ def matching_mistakes(target: Target, case: Case, dtype: str, result: Attempt) -
     return found
 
 
-def diagnose(target: Target, obj: Any, case: Case, dtype: str, subs, result: Attempt, typical: Case = TYPICAL) -> str:
+def diagnose(
+    target: Target, obj: Any, case: Example, dtype: str, subs, result: Attempt, typical: Example = TYPICAL
+) -> str:
     """One line naming the mistake, from the smallest failing case, or from the typical case when
     the smallest one cannot tell mistakes apart (at T = 2, one visible future token is no mask)."""
     for phrase, advice in KNOWN_ERRORS.items():
@@ -488,7 +492,7 @@ BOOK_TOP_K_NOTE = (
 )
 
 
-def _missing_layer(target: Target, obj: Any, case: Case) -> str:
+def _missing_layer(target: Target, obj: Any, case: Example) -> str:
     """What the reader's MultiHeadAttention lacks when it has no out_proj (chapter 3's wrapper does
     without one; GPT-2's attention does not), or ""."""
     if target.name != "MultiHeadAttention":
@@ -508,13 +512,13 @@ def _missing_layer(target: Target, obj: Any, case: Case) -> str:
 
 
 def check_target(
-    target: Target, obj: Any, source: str, dtypes: Iterable[str], max_examples: int, example: Case | None
+    target: Target, obj: Any, source: str, dtypes: Iterable[str], max_examples: int, example: Example | None
 ) -> Finding:
     subs = substitutions(target) if target.swaps else None
     dtypes = list(dtypes)
     notes: list[str] = []
     typical, one_row = example or TYPICAL, False
-    targets.drain_notes()  # none left from the name before
+    drain_notes()  # none left from the name before
     missing = _missing_layer(target, obj, typical)
     if missing:
         target = targets.MHA_WITHOUT_OUT_PROJ  # the rest is still checked: a missing layer must not hide the mask
@@ -548,13 +552,13 @@ def check_target(
             detail = f"{missing}; with it as the identity, {detail}"
         finding = Finding(target.name, "FAIL", detail, case, dtype, command=command, rows=result.rows, notes=notes)
         finding.diagnosis = diagnose(target, obj, case, dtype, subs, result, typical)
-        finding.notes += targets.drain_notes()
+        finding.notes += drain_notes()
         return finding
     compared = COMPARED.get(target.name, "outputs and gradients match")
     if missing:
         detail = f"{missing}; with it as the identity, the rest matches ({', '.join(dtypes)})"
-        return Finding(target.name, "FAIL", detail, notes=notes + targets.drain_notes())
-    finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: {compared}", notes=notes + targets.drain_notes())
+        return Finding(target.name, "FAIL", detail, notes=notes + drain_notes())
+    finding = Finding(target.name, "PASS", f"{', '.join(dtypes)}: {compared}", notes=notes + drain_notes())
     if "float64" in dtypes and target.tier != "exact":
         loose = attempt(target, obj, typical, "float64", subs, strict=True)
         if not loose.ok and not loose.error:
@@ -572,7 +576,7 @@ def check_target(
             )
         else:
             finding.notes.append(f"(also passes with your own {', '.join(swapped)})")
-    targets.drain_notes()
+    drain_notes()
     return finding
 
 
@@ -586,14 +590,14 @@ def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
     out = []
     case = TYPICAL
     if "SelfAttention_v1" in found and "SelfAttention_v2" in found:
-        x = torch.from_numpy(t._single(case, np.dtype(dtype)))
+        x = torch.from_numpy(t.single_sequence(case, np.dtype(dtype)))
         try:
             v1, v2 = (
                 found["SelfAttention_v1"](case.C, case.D),
                 found["SelfAttention_v2"](case.C, case.D, qkv_bias=False),
             )
-            load_into(v1, t._self_attention_v1_weights(case), torch, torch.float64)
-            load_into(v2, t._self_attention_v2_weights(case), torch, torch.float64)
+            load_into(v1, t.self_attention_v1_weights(case), torch, torch.float64)
+            load_into(v2, t.self_attention_v2_weights(case), torch, torch.float64)
             rows = [compare("v1 vs v2", v1(x).detach().numpy(), v2(x).detach().numpy(), tolerance(dtype, "fwd"))]
             out.append(
                 _equality("SelfAttention_v1 == _v2", "after the book's weight transfer (v1 = v2.weight.T)", rows)
@@ -604,11 +608,11 @@ def equalities(found: dict[str, Any], dtype: str = "float64") -> list[Finding]:
             out.append(Finding("SelfAttention_v1 == _v2", "FAIL", _raised(exc)))
     if "MultiHeadAttentionWrapper" in found and "MultiHeadAttention" in found:
         try:
-            x = torch.from_numpy(t._x(case, np.dtype(dtype)))
-            wrapper = t._wrapper(found["MultiHeadAttentionWrapper"], case)
-            weights = t._wrapper_weights(case)
+            x = torch.from_numpy(draw_x(case, np.dtype(dtype)))
+            wrapper = t.build_wrapper(found["MultiHeadAttentionWrapper"], case)
+            weights = t.wrapper_weights(case)
             load_into(wrapper, weights, torch, torch.float64)
-            mha = t._mha(found["MultiHeadAttention"], case)
+            mha = t.build_mha(found["MultiHeadAttention"], case)
             stacked = {
                 f"{n}.{p}": np.concatenate([weights[f"heads.{h}.{n}.{p}"] for h in range(case.H)])
                 for n in ("W_query", "W_key", "W_value") for p in ("weight", "bias")
@@ -637,7 +641,7 @@ def check_book(
     only: Iterable[str] | None = None,
     dtypes: Iterable[str] = ("float64", "float32"),
     max_examples: int = 30,
-    example: Case | None = None,
+    example: Example | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[Finding], Reader]:
     """(one finding per book name asked for, what loading the reader's code found and said)."""

@@ -2,15 +2,17 @@
 with the book's signature, the weights it takes (by the book's parameter names), how to run it
 (torch autograd for the gradients) and the NumPy reference it must match.
 
-Every target maps one drawn ``Case`` to two dicts of arrays with the same keys: the reader's
+Every target maps one drawn ``Example`` to two dicts of arrays with the same keys: the reader's
 (``run``) and the reference's (``reference``). Keys starting with ``grad `` are gradients; the
-others are forward outputs (what a diagnosis compares).
+others are forward outputs (what a diagnosis compares). The examples and their data are in
+``cases.py``, running a torch object as the book's in ``run_torch.py``; this module is the table
+of names (``MODULES``, ``GPT_MODEL``, ``FUNCTIONS``) and each name's reference.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,47 +21,32 @@ from npgpt import generation
 from npgpt.config import GPTConfig
 from npgpt.layers import feed_forward, gelu, layer_norm, multi_head_attention, transformer_block
 from npgpt.layers.softmax import softmax
+from parity.book.cases import (
+    NEW_TOKENS,
+    NOTES,
+    VOCAB,
+    Example,
+    UnusableError,
+    attention_weights,
+    block_weights,
+    draw_x,
+    ff_weights,
+    layer_norm_weights,
+    linear_weights,
+    rng_for,
+)
+from parity.book.run_torch import (
+    DROP_RATE,
+    book_parameters,
+    cast,
+    keep_mask,
+    load_into,
+    np_dtype,
+    output_of,
+    replay_attention_dropout,
+    run_module,
+)
 from parity.engine import ZERO_GRADIENT, draw_ids, random_params
-from parity.torch_module import replay_dropout
-
-VOCAB = 61  # the vocabulary of the model-level cases (small: the search runs many)
-NEW_TOKENS = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One drawn example: batch B, tokens T, heads H, head_dim D (emb_dim C = H * D), seed."""
-
-    B: int
-    T: int
-    H: int
-    D: int
-    seed: int
-
-    @property
-    def C(self) -> int:
-        return self.H * self.D
-
-    def __str__(self) -> str:
-        return f"B={self.B},T={self.T},H={self.H},D={self.D},seed={self.seed}"
-
-    @classmethod
-    def parse(cls, text: str) -> Case:
-        fields = dict(part.split("=", 1) for part in text.replace(" ", "").split(","))
-        return cls(**{k: int(fields[k]) for k in ("B", "T", "H", "D", "seed")})
-
-    def cfg(self, vocab: int = VOCAB) -> GPTConfig:
-        return GPTConfig(
-            vocab_size=vocab, context_length=max(8, self.T + NEW_TOKENS), emb_dim=self.C, n_heads=self.H,
-            n_layers=2, drop_rate=0.1, qkv_bias=True,
-        )  # fmt: skip
-
-    def book_cfg(self) -> dict[str, Any]:
-        return self.cfg().to_dict()
-
-
-class UnusableError(Exception):
-    """The reader's object cannot be run as the book's (a missing parameter, a wrong signature)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +54,9 @@ class Target:
     name: str
     chapter: int
     kind: str  # "module" (a class whose instances are nn.Modules), "dataset" or "function"
-    build: Callable[[Any, Case], Any]  # (reader's class or function, case) -> the object to run
-    run: Callable[[Any, Case, Any, Any], dict[str, np.ndarray]]  # (object, case, torch, dtype)
-    reference: Callable[[Case, np.dtype], dict[str, np.ndarray]]
+    build: Callable[[Any, Example], Any]  # (reader's class or function, case) -> the object to run
+    run: Callable[[Any, Example, Any, Any], dict[str, np.ndarray]]  # (object, case, torch, dtype)
+    reference: Callable[[Example, np.dtype], dict[str, np.ndarray]]
     bug_components: tuple[str, ...] = ()  # catalog components whose mistakes can show here
     swaps: tuple[tuple[str, str], ...] = ()  # (attribute path, book class) replaced by the reference's
     tier: str = "component"  # tolerance tiers: component (fwd/bwd) or model
@@ -78,221 +65,52 @@ class Target:
 # -- shared pieces -------------------------------------------------------------------------------
 
 
-def _rng(case: Case, salt: int) -> np.random.Generator:
-    return np.random.default_rng([case.seed, salt])
-
-
-def _layer_norm_weights(case: Case, prefix: str = "") -> dict[str, np.ndarray]:
-    rng = _rng(case, 1)
-    return {
-        f"{prefix}scale": 1.0 + 0.2 * rng.standard_normal(case.C),
-        f"{prefix}shift": 0.1 * rng.standard_normal(case.C),
-    }
-
-
-def _linear(rng: np.random.Generator, out: int, inp: int, name: str, bias: bool = True) -> dict[str, np.ndarray]:
-    w = {f"{name}.weight": rng.standard_normal((out, inp)) / np.sqrt(inp)}
-    if bias:
-        w[f"{name}.bias"] = 0.1 * rng.standard_normal(out)
-    return w
-
-
-def _attention_weights(case: Case, prefix: str = "", out_proj: bool = True) -> dict[str, np.ndarray]:
-    rng, C = _rng(case, 2), case.C
-    w = {}
-    for name in ("W_query", "W_key", "W_value", *(("out_proj",) if out_proj else ())):
-        w.update(_linear(rng, C, C, f"{prefix}{name}"))
-    return w
-
-
-def _ff_weights(case: Case, prefix: str = "") -> dict[str, np.ndarray]:
-    rng, C = _rng(case, 3), case.C
-    return {**_linear(rng, 4 * C, C, f"{prefix}layers.0"), **_linear(rng, C, 4 * C, f"{prefix}layers.2")}
-
-
-def _block_weights(case: Case) -> dict[str, np.ndarray]:
-    return {
-        **_attention_weights(case, "att."), **_ff_weights(case, "ff."),
-        **_layer_norm_weights(case, "norm1."), **_layer_norm_weights(case, "norm2."),
-    }  # fmt: skip
-
-
-def _x(case: Case, dtype: np.dtype, salt: int = 4, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    return _rng(case, salt).standard_normal(shape or (case.B, case.T, case.C)).astype(dtype)
-
-
-def load_into(module: Any, weights: dict[str, np.ndarray], torch: Any, dtype: Any) -> None:
-    """Copy the weights into the module's parameters of the same (book) names; a missing name or a
-    wrong shape is UnusableError, with the names the book uses."""
-    module.to(dtype)
-    params = book_parameters(module, weights)
-    missing = [k for k in weights if k not in params]
-    if missing:
-        have = ", ".join(list(params)[:6]) or "none"
-        raise UnusableError(f"no parameter {missing[0]!r} (the book's names: {', '.join(weights)}; it has {have})")
-    with torch.no_grad():
-        for k, v in weights.items():
-            if tuple(params[k].shape) != v.shape:
-                raise UnusableError(f"parameter {k!r} has shape {tuple(params[k].shape)}; the book's is {v.shape}")
-            params[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))
-        taken = {id(p) for p in params.values()}
-        _set_extras(module, {k: p for k, p in module.named_parameters() if id(p) not in taken}, torch)
-
-
-def book_parameters(module: Any, names: Iterable[str]) -> dict[str, Any]:
-    """The module's parameters under the book's ``names``; a name the reader spelled in another
-    case (w_query.weight for W_query.weight) is taken, with a note."""
-    params = dict(module.named_parameters())
-    folded: dict[str, list[str]] = {}
-    for k in params:
-        folded.setdefault(k.lower(), []).append(k)
-    out, renamed = {}, []
-    for k in names:
-        if k in params:
-            out[k] = params[k]
-        elif len(folded.get(k.lower(), [])) == 1:
-            out[k] = params[folded[k.lower()][0]]
-            renamed.append(f"{folded[k.lower()][0]} for {k}")
-    if renamed:
-        _NOTES.append(
-            f"(parameter names that differ from the book's only in case, taken as the book's: {', '.join(renamed[:4])})"
-        )
-    return out
-
-
-def _set_extras(module: Any, extra: dict[str, Any], torch: Any) -> None:
-    """Parameters the book's class does not have: a square linear layer (the out_proj some
-    wrappers add) is set to the identity, so the rest is compared as the book's; any other is left
-    as the reader's code initialised it. Either way a note names them."""
-    layers: dict[str, dict[str, Any]] = {}
-    for k, p in extra.items():
-        prefix, _, leaf = k.rpartition(".")
-        layers.setdefault(prefix, {})[leaf] = p
-    identity, left = [], []
-    for prefix, found in layers.items():
-        w, b = found.get("weight"), found.get("bias")
-        if set(found) <= {"weight", "bias"} and w is not None and w.ndim == 2 and w.shape[0] == w.shape[1]:
-            w.copy_(torch.eye(w.shape[0], dtype=w.dtype))
-            if b is not None:
-                b.zero_()
-            identity.append(prefix)
-        else:
-            left += [f"{prefix}.{leaf}" if prefix else leaf for leaf in found]
-    name = type(module).__name__
-    if identity:
-        _NOTES.append(
-            f"(your {name} has {', '.join(identity)}, which the book's does not: compared with it set to the identity)"
-        )
-    if left:
-        _NOTES.append(f"(your {name} has parameters the book's does not, left as initialised: {', '.join(left[:6])})")
-
-
-def _output(out: Any, module: Any) -> Any:
-    """A module's output; of a KV cache's (output, new cache), the first."""
-    if isinstance(out, tuple) and out and hasattr(out[0], "shape"):
-        _NOTES.append(f"({type(module).__name__} returns {len(out)} values: the first, its output, is compared)")
-        return out[0]
-    return out
-
-
-def run_module(module: Any, weights: dict[str, np.ndarray], x: np.ndarray, dout_salt: int, case: Case, torch, dtype):
-    """The module's output and, by autograd of sum(out * dout), the gradients of x (when float)
-    and of every weight."""
-    load_into(module, weights, torch, dtype)
-    module.eval()
-    xt = torch.from_numpy(x)
-    if xt.is_floating_point():
-        xt.requires_grad_(True)
-    for p in module.parameters():
-        p.grad = None
-    out = _output(module(xt), module)
-    dout = _x(case, _np(dtype, torch), dout_salt, tuple(out.shape))  # the reference draws the same
-    (out * torch.from_numpy(dout)).sum().backward()
-    params = book_parameters(module, weights)
-    got = {"output": out.detach().numpy()}
-    if xt.is_floating_point():
-        got["grad input"] = xt.grad.numpy()
-    for k in weights:
-        grad = params[k].grad
-        got[f"grad {k}"] = np.zeros_like(weights[k]) if grad is None else grad.numpy()
-    return got
-
-
-def _cast(weights: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
-    return {k: v.astype(dtype) for k, v in weights.items()}
-
-
 # -- chapter 4's layers ----------------------------------------------------------------------------
 
 
 TRAIN_OUTPUT = "output (train mode, the same dropout mask)"
-DROP_RATE = 0.1
 
 
 def _module_target(
     name: str,
     chapter: int,
     *,
-    build: Callable[[Any, Case], Any],
-    weights: Callable[[Case], dict[str, np.ndarray]],
+    build: Callable[[Any, Example], Any],
+    weights: Callable[[Example], dict[str, np.ndarray]],
     inputs: Callable[..., np.ndarray],
     ref: Callable,
     bugs: tuple[str, ...] = (),
     swaps: tuple[tuple[str, str], ...] = (),
     tier: str = "component",
-    dropout: tuple[str, Callable[[Case], int]] | None = None,
+    dropout: tuple[str, Callable[[Example], int]] | None = None,
 ) -> Target:
     """A class checked in eval mode (output, gradients); with ``dropout`` (its attention-weight
     dropout module's name, and its number of heads) also in train mode, the reader's dropout
     replaced by one that applies the reference's keep mask: where the dropout sits is compared."""
 
     def run(obj, case, torch, dtype):
-        x = inputs(case, _np(dtype, torch))
+        x = inputs(case, np_dtype(dtype, torch))
         got = run_module(obj, weights(case), x, 5, case, torch, dtype)
         if dropout is not None:
             attribute, heads = dropout
-            keep = torch.from_numpy(_keep_mask(case, heads(case)))
-            setattr(obj, attribute, _replay_dropout(torch, keep))
+            keep = torch.from_numpy(keep_mask(case, heads(case)))
+            setattr(obj, attribute, replay_attention_dropout(torch, keep))
             obj.train()
             with torch.no_grad():
-                got[TRAIN_OUTPUT] = _output(obj(torch.from_numpy(x)), obj).numpy()
+                got[TRAIN_OUTPUT] = output_of(obj(torch.from_numpy(x)), obj).numpy()
         return got
 
     def reference(case, dtype):
         x = inputs(case, dtype)
-        out, back = ref(x, _cast(weights(case), dtype), case)
-        dout = _x(case, dtype, 5, out.shape)
+        out, back = ref(x, cast(weights(case), dtype), case)
+        dout = draw_x(case, dtype, 5, out.shape)
         outputs = {"output": out, **back(dout)}
         if dropout is not None:
-            params = _cast(weights(case), dtype)
-            outputs[TRAIN_OUTPUT] = ref(x, params, case, keep=_keep_mask(case, dropout[1](case)))[0]
+            params = cast(weights(case), dtype)
+            outputs[TRAIN_OUTPUT] = ref(x, params, case, keep=keep_mask(case, dropout[1](case)))[0]
         return outputs
 
     return Target(name, chapter, "module", build, run, reference, bugs, swaps, tier)
-
-
-def _keep_mask(case: Case, heads: int) -> np.ndarray:
-    """The attention-weight keep mask of the train-mode output: (B, heads, T, T)."""
-    return _rng(case, 9).random((case.B, heads, case.T, case.T)) >= DROP_RATE
-
-
-def _replay_dropout(torch: Any, keep: Any) -> Any:
-    """The reader's attention dropout replaying the reference's one keep mask (torch_module's
-    replay_dropout), refusing a tensor that is not the attention weights."""
-
-    def mask_for(x: Any) -> Any:
-        if x.numel() != keep.numel():
-            raise UnusableError(
-                f"in train mode its dropout got a tensor of shape {tuple(x.shape)}; the book applies it to the "
-                f"attention weights {tuple(keep.shape)}"
-            )
-        return keep.reshape(x.shape).to(x.dtype)
-
-    return replay_dropout(torch, DROP_RATE, mask_for)
-
-
-def _np(dtype: Any, torch: Any) -> np.dtype:
-    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
 
 
 def _ref_layer_norm(x, w, case):
@@ -320,7 +138,7 @@ def _ref_ff(x, w, case):
     return out, back
 
 
-def _ref_attention(heads: Callable[[Case], int], identity_out: bool) -> Callable:
+def _ref_attention(heads: Callable[[Example], int], identity_out: bool) -> Callable:
     """npgpt's MultiHeadAttention; ``identity_out`` for the chapter 3 classes without out_proj."""
 
     def ref(x, w, case, keep=None):
@@ -355,13 +173,13 @@ def _ref_block(x, w, case):
 # -- chapter 3's attention classes ----------------------------------------------------------------
 
 
-def _wrapper_weights(case: Case) -> dict[str, np.ndarray]:
+def wrapper_weights(case: Example) -> dict[str, np.ndarray]:
     """Each head a CausalAttention with d_out = D: heads.{h}.W_query.weight (D, C) ..."""
-    rng, C, D = _rng(case, 2), case.C, case.D
+    rng, C, D = rng_for(case, 2), case.C, case.D
     w = {}
     for h in range(case.H):
         for name in ("W_query", "W_key", "W_value"):
-            w.update(_linear(rng, D, C, f"heads.{h}.{name}"))
+            w.update(linear_weights(rng, D, C, f"heads.{h}.{name}"))
     return w
 
 
@@ -385,19 +203,23 @@ def _ref_wrapper(x, w, case):
     return out, back
 
 
-def _self_attention_v1_weights(case: Case) -> dict[str, np.ndarray]:
-    rng = _rng(case, 2)
+def self_attention_v1_weights(case: Example) -> dict[str, np.ndarray]:
+    rng = rng_for(case, 2)
     return {name: rng.standard_normal((case.C, case.D)) / np.sqrt(case.C) for name in ("W_query", "W_key", "W_value")}
 
 
-def _self_attention_v2_weights(case: Case) -> dict[str, np.ndarray]:
+def self_attention_v2_weights(case: Example) -> dict[str, np.ndarray]:
     """The book's weight transfer: SelfAttention_v2's Linear weights are v1's matrices transposed."""
-    return {f"{k}.weight": v.T.copy() for k, v in _self_attention_v1_weights(case).items()}
+    return {f"{k}.weight": v.T.copy() for k, v in self_attention_v1_weights(case).items()}
 
 
 def _ref_unmasked(x, w, case):
     """Chapter 3's first self-attention: one sequence (T, C), no mask, scores / sqrt(d_out). The
-    backward is the softmax's Jacobian-vector product (docs/math/attention.md), unmasked."""
+    backward is the softmax's Jacobian-vector product (docs/math/attention.md), unmasked.
+
+    It lives here, not in npgpt/layers: no layer of GPT-2 attends without the causal mask or to
+    one unbatched sequence, so it is the reference of chapter 3's two teaching classes only
+    (SelfAttention_v1/_v2); the masked, batched, multi-head case is multi_head_attention's."""
     Wq, Wk, Wv = (w[k] if k in w else w[f"{k}.weight"].T for k in ("W_query", "W_key", "W_value"))
     q, k, v = x @ Wq, x @ Wk, x @ Wv  # (T, D)
     scale = 1.0 / np.sqrt(k.shape[-1])
@@ -422,7 +244,7 @@ def _ref_unmasked(x, w, case):
 # -- builders (the book's signatures) ----------------------------------------------------------
 
 
-def _mha(cls, case):
+def build_mha(cls, case):
     return cls(case.C, case.C, case.cfg().context_length, 0.1, case.H, qkv_bias=True)
 
 
@@ -430,56 +252,56 @@ def _causal(cls, case):
     return cls(case.C, case.C, case.cfg().context_length, 0.1, qkv_bias=True)
 
 
-def _wrapper(cls, case):
+def build_wrapper(cls, case):
     return cls(case.C, case.D, case.cfg().context_length, 0.1, case.H, qkv_bias=True)
 
 
-def _single(case: Case, dtype: np.dtype) -> np.ndarray:
-    return _x(case, dtype, 4, (case.T, case.C))
+def single_sequence(case: Example, dtype: np.dtype) -> np.ndarray:
+    return draw_x(case, dtype, 4, (case.T, case.C))
 
 
 ATTENTION = ("MultiHeadAttention",)
 MODULES = [
     _module_target(
-        "SelfAttention_v1", 3, build=lambda cls, c: cls(c.C, c.D), weights=_self_attention_v1_weights, inputs=_single,
-        ref=_ref_unmasked,
+        "SelfAttention_v1", 3, build=lambda cls, c: cls(c.C, c.D), weights=self_attention_v1_weights,
+        inputs=single_sequence, ref=_ref_unmasked,
     ),
     _module_target(
         "SelfAttention_v2", 3, build=lambda cls, c: cls(c.C, c.D, qkv_bias=False),
-        weights=_self_attention_v2_weights, inputs=_single, ref=_ref_unmasked,
+        weights=self_attention_v2_weights, inputs=single_sequence, ref=_ref_unmasked,
     ),
     _module_target(
-        "CausalAttention", 3, build=_causal, weights=lambda c: _attention_weights(c, out_proj=False), inputs=_x,
+        "CausalAttention", 3, build=_causal, weights=lambda c: attention_weights(c, out_proj=False), inputs=draw_x,
         ref=_ref_attention(lambda c: 1, identity_out=True), bugs=ATTENTION, dropout=("dropout", lambda c: 1),
     ),
     _module_target(
-        "MultiHeadAttentionWrapper", 3, build=_wrapper, weights=_wrapper_weights, inputs=_x, ref=_ref_wrapper,
+        "MultiHeadAttentionWrapper", 3, build=build_wrapper, weights=wrapper_weights, inputs=draw_x, ref=_ref_wrapper,
         bugs=ATTENTION,
     ),
     _module_target(
-        "MultiHeadAttention", 3, build=_mha, weights=_attention_weights, inputs=_x,
+        "MultiHeadAttention", 3, build=build_mha, weights=attention_weights, inputs=draw_x,
         ref=_ref_attention(lambda c: c.H, identity_out=False), bugs=ATTENTION, dropout=("dropout", lambda c: c.H),
     ),
     _module_target(
-        "LayerNorm", 4, build=lambda cls, c: cls(c.C), weights=_layer_norm_weights, inputs=_x, ref=_ref_layer_norm,
+        "LayerNorm", 4, build=lambda cls, c: cls(c.C), weights=layer_norm_weights, inputs=draw_x, ref=_ref_layer_norm,
         bugs=("LayerNorm",),
     ),
     _module_target(
-        "GELU", 4, build=lambda cls, c: cls(), weights=lambda c: {}, inputs=_x, ref=_ref_gelu, bugs=("GELU",)
+        "GELU", 4, build=lambda cls, c: cls(), weights=lambda c: {}, inputs=draw_x, ref=_ref_gelu, bugs=("GELU",)
     ),
     _module_target(
-        "FeedForward", 4, build=lambda cls, c: cls(c.book_cfg()), weights=_ff_weights, inputs=_x, ref=_ref_ff,
+        "FeedForward", 4, build=lambda cls, c: cls(c.book_cfg()), weights=ff_weights, inputs=draw_x, ref=_ref_ff,
         bugs=("GELU",), swaps=(("layers.1", "GELU"),),
     ),
     _module_target(
-        "TransformerBlock", 4, build=lambda cls, c: cls(c.book_cfg()), weights=_block_weights, inputs=_x,
+        "TransformerBlock", 4, build=lambda cls, c: cls(c.book_cfg()), weights=block_weights, inputs=draw_x,
         ref=_ref_block, bugs=("TransformerBlock",),
         swaps=(("norm1", "LayerNorm"), ("norm2", "LayerNorm"), ("att", "MultiHeadAttention"), ("ff", "FeedForward")),
     ),
 ]  # fmt: skip
 # a reader's MultiHeadAttention without out_proj: the rest checked with the projection as the identity
 MHA_WITHOUT_OUT_PROJ = _module_target(
-    "MultiHeadAttention", 3, build=_mha, weights=lambda c: _attention_weights(c, out_proj=False), inputs=_x,
+    "MultiHeadAttention", 3, build=build_mha, weights=lambda c: attention_weights(c, out_proj=False), inputs=draw_x,
     ref=_ref_attention(lambda c: c.H, identity_out=True), bugs=ATTENTION, dropout=("dropout", lambda c: c.H),
 )  # fmt: skip
 
@@ -487,11 +309,11 @@ MHA_WITHOUT_OUT_PROJ = _module_target(
 # -- the model --------------------------------------------------------------------------------------
 
 
-def _ids(case: Case, salt: int, vocab: int = VOCAB) -> np.ndarray:
-    return draw_ids(_rng(case, salt), vocab, (case.B, case.T))
+def _ids(case: Example, salt: int, vocab: int = VOCAB) -> np.ndarray:
+    return draw_ids(rng_for(case, salt), vocab, (case.B, case.T))
 
 
-def _model_weights(case: Case) -> dict[str, np.ndarray]:
+def _model_weights(case: Example) -> dict[str, np.ndarray]:
     return random_params(case.cfg(), case.seed)
 
 
@@ -502,9 +324,9 @@ def _run_model(obj, case, torch, dtype):
 def _ref_model(case, dtype):
     from npgpt.layers import gpt_model
 
-    params = _cast(_model_weights(case), dtype)
+    params = cast(_model_weights(case), dtype)
     logits, cache = gpt_model.forward(params, case.cfg(), _ids(case, 6))
-    grads = gpt_model.backward(_x(case, dtype, 7, logits.shape), cache)
+    grads = gpt_model.backward(draw_x(case, dtype, 7, logits.shape), cache)
     return {"output": logits, **{f"grad {k}": g for k, g in grads.items()}}
 
 
@@ -517,7 +339,7 @@ GPT_MODEL = Target(
 # -- functions that drive a model: the reference model (torchgpt's) is passed to the reader's --------
 
 
-def reference_model(case: Case, torch: Any, dtype: Any, cls: Any = None) -> Any:
+def reference_model(case: Example, torch: Any, dtype: Any, cls: Any = None) -> Any:
     """torchgpt's GPTModel (or ``cls``) with the case's weights: the functions below are checked on a
     model known to be right, so a failure is the function's."""
     from torchgpt.model import GPTModel
@@ -528,17 +350,9 @@ def reference_model(case: Case, torch: Any, dtype: Any, cls: Any = None) -> Any:
 
 
 READER_MODEL: Any = None  # the reader's own GPTModel class, when check-book found one
-_NOTES: list[str] = []  # what a run had to do differently, for the finding (drain_notes)
 
 
-def drain_notes() -> list[str]:
-    """The notes the runs since the last call left, each once."""
-    notes = list(dict.fromkeys(_NOTES))
-    _NOTES.clear()
-    return notes
-
-
-def _on_a_model(call: Callable[[Any], Any], case: Case, torch: Any, dtype: Any) -> Any:
+def _on_a_model(call: Callable[[Any], Any], case: Example, torch: Any, dtype: Any) -> Any:
     """``call(model)`` on torchgpt's model; when the reader's function uses a method only the
     reader's own GPTModel has (a KV cache's ``reset_kv_cache``), on that model, same weights."""
     try:
@@ -547,20 +361,20 @@ def _on_a_model(call: Callable[[Any], Any], case: Case, torch: Any, dtype: Any) 
         if READER_MODEL is None or "object has no attribute" not in str(exc):
             raise
         method = str(exc).rsplit("attribute", 1)[-1].strip(" '\"")
-        _NOTES.append(
+        NOTES.append(
             f"(run on your own GPTModel, loaded with the same weights: it calls {method}, which the book's "
             "model does not have; a failure here can be the model's: see its line)"
         )
         return call(reference_model(case, torch, dtype, READER_MODEL))
 
 
-def _np_model(case: Case, dtype: np.dtype) -> Any:
+def _np_model(case: Example, dtype: np.dtype) -> Any:
     from npgpt.model import GPTModel
 
-    return GPTModel(case.cfg(), params=_cast(_model_weights(case), dtype)).eval()  # no dropout, as the reader's
+    return GPTModel(case.cfg(), params=cast(_model_weights(case), dtype)).eval()  # no dropout, as the reader's
 
 
-def _context(case: Case) -> int:
+def _context(case: Example) -> int:
     return max(1, case.T - 1)  # shorter than the prompt: the crop to the context is exercised
 
 
@@ -654,7 +468,7 @@ def _ref_loss_loader(case, dtype):
 # -- chapter 2's data pipeline: windows of the embedded text ------------------------------------------
 
 
-def _windows(case: Case) -> tuple[int, int, int]:
+def _windows(case: Example) -> tuple[int, int, int]:
     """(batch_size, max_length, stride) from the case's numbers."""
     return case.B, case.T, case.D
 
@@ -744,11 +558,11 @@ class _TinyTokenizer:
         return " ".join(str(int(i)) for i in ids)
 
 
-def _train_cfg(case: Case) -> GPTConfig:
+def _train_cfg(case: Example) -> GPTConfig:
     return dataclasses.replace(case.cfg(), drop_rate=0.0)  # the reader's loop calls model.train()
 
 
-def _train_batches(case: Case) -> list[tuple[np.ndarray, np.ndarray]]:
+def _train_batches(case: Example) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(_ids(case, 30 + i), _ids(case, 40 + i)) for i in range(TRAIN_STEPS)]
 
 
@@ -781,14 +595,14 @@ def _learned(name: str) -> bool:
     return not name.endswith(ZERO_GRADIENT)
 
 
-def ref_train_model(case: Case, dtype: np.dtype, clip_after_warmup_step: bool = False) -> dict[str, np.ndarray]:
+def ref_train_model(case: Example, dtype: np.dtype, clip_after_warmup_step: bool = False) -> dict[str, np.ndarray]:
     """npgpt's appendix D loop (npgpt.train.train_model's schedule, clipping and AdamW) for the
     same batches. ``clip_after_warmup_step``: the printed listing's ``global_step > warmup_steps``."""
     from npgpt.model import GPTModel
     from npgpt.optim import AdamW, clip_grad_norm
     from npgpt.schedule import lr_at
 
-    model = GPTModel(_train_cfg(case), params=_cast(_model_weights(case), dtype))
+    model = GPTModel(_train_cfg(case), params=cast(_model_weights(case), dtype))
     optimizer = AdamW(model.params, lr=PEAK_LR, weight_decay=0.1)
     lrs = []
     for step, (ids, targets) in enumerate(_train_batches(case)):

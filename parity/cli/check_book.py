@@ -62,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import torch  # noqa: F401
 
+        from parity.book.cases import Example
         from parity.book.check import check_book
-        from parity.book.targets import TARGETS, Case
+        from parity.book.targets import TARGETS
     except ImportError as exc:
         if exc.name in ("torch", "hypothesis"):
             raise NpgptError(f"check-book needs {exc.name}; pip install 'npgpt[torch,test]'") from None
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     example = None
     if args.example:
         try:
-            example = Case.parse(args.example)
+            example = Example.parse(args.example)
         except (ValueError, KeyError, TypeError):
             raise NpgptError(f"--example {args.example}: write it as B=1,T=2,H=1,D=2,seed=0") from None
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
