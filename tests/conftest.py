@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from npgpt import GPTConfig, init_params
+from npgpt import GPTConfig
 
 VERDICT = Path(__file__).resolve().parents[2] / "shared" / "data" / "the-verdict.txt"
-
-
-def randomized_params(
-    cfg: GPTConfig, seed: int, dtype: type = np.float64, spread: float = 0.3
-) -> dict[str, np.ndarray]:
-    """Every parameter perturbed, including LayerNorm scale/shift and biases, so no gradient
-    path is hidden behind a 1 or a 0."""
-    rng = np.random.default_rng(seed)
-    params = init_params(cfg, seed, dtype=np.float64)
-    return {k: (v + spread * rng.standard_normal(v.shape)).astype(dtype) for k, v in params.items()}
 
 
 @pytest.fixture
@@ -35,16 +24,13 @@ def verdict_text() -> str:
 
 
 @pytest.fixture
-def missing_sqrt_d(monkeypatch):
-    """Inject the classic attention bug for negative controls: scores not divided by sqrt(head_dim)."""
-    from npgpt.layers import multi_head_attention
+def missing_sqrt_d():
+    """The classic attention bug for negative controls, the catalog's own mutant
+    (parity/bugs.py, no-attention-scaling): scores not divided by sqrt(head_dim)."""
+    from parity.bugs import inject
 
-    class NoSqrt:
-        @staticmethod
-        def sqrt(x: float) -> float:
-            return 1.0
-
-    monkeypatch.setattr(multi_head_attention, "math", NoSqrt)
+    with inject("no-attention-scaling"):
+        yield
 
 
 # --- memory per test ---------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from npgpt import GPTConfig
 from parity.cli import main
 from parity.engine import random_params
 from parity.weights import load_weights, save_weights
-from tests.parity.test_weights import CFG
+
+CFG = GPTConfig(vocab_size=60, context_length=16, emb_dim=12, n_heads=3, n_layers=2, drop_rate=0.1, qkv_bias=True)
 
 
 def test_check_passes_and_writes_json(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from parity.cli import main  # noqa: E402
-from tests.cli.test_cli_torch import STORY, TINY, npgpt, torchrun  # noqa: E402
+from tests.helpers import STORY, TINY, npgpt, torchrun  # noqa: E402
 from torchgpt import load_checkpoint  # noqa: E402
 
 pytestmark = [

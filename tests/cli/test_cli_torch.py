@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from parity.cli import main  # noqa: E402
+from tests.helpers import STORY, TINY, npgpt, torchrun  # noqa: E402
 from torchgpt import load_checkpoint  # noqa: E402
-
-TINY = ["--config", "tiny", "--context-length", "16", "--eval-freq", "2", "--sample-tokens", "3"]
-STORY = "A small boat crossed the bay in the dark while the light turned and the keeper watched. " * 10
-
-
-def npgpt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "parity.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
-
-
-def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node N -m parity.cli ARGS``."""
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [*launch, "-m", "parity.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_train_and_generate_with_torch(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from npgpt import GPTModel, NpgptError, generate, generate_text_simple
 from npgpt.generation import filter_logits
-from tests.conftest import randomized_params
+from tests.helpers import randomized_params
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from npgpt.layers import (
     multi_head_attention,
     transformer_block,
 )
-from tests.conftest import randomized_params
+from tests.helpers import randomized_params
 
 COMPONENT_TOL = 1e-7
 MODEL_TOL = 1e-6

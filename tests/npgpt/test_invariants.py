@@ -11,7 +11,7 @@ import pytest
 from npgpt import GPTConfig, GPTModel, KVCache
 from npgpt.layers import cross_entropy, dropout, embedding, feed_forward, gelu, layer_norm, linear
 from npgpt.layers import multi_head_attention as mha
-from tests.conftest import randomized_params
+from tests.helpers import randomized_params
 
 
 @pytest.fixture
