@@ -5,16 +5,18 @@ long contexts. The plain layer stays the readable reference and the default; thi
 
 What changes, and why (docs/math/blocked_attention.md):
 
-- Queries are taken ``block`` rows at a time against keys ``block`` columns at a time, and a key
-  block entirely in the future of a query block is skipped: about half of QK^T and of P·V at
-  long T, and half of the softmax's exp, the work the causal mask throws away.
-- The softmax is computed online per query block (a running row maximum m and sum l, the
-  context rescaled when m grows), so the (B, H, T, T) weights never exist at once.
+- Queries are taken ``block`` rows at a time, each block against the keys up to its last row
+  only: the keys after it are all in its future, so about half of QK^T, of P·V and of the
+  softmax's exp at long T (the work the causal mask throws away) is never done. Each block is one
+  matmul over all its keys, (bq, D) @ (D, i1), large enough to run at BLAS speed.
+- A query block holds its whole rows of scores (bq x i1), so its softmax is computed in one pass
+  (row maximum, exp, sum), and the (B, H, T, T) weights never exist at once.
 - The cache keeps, per head, q, k, v, the context and the row log-sum-exp (B, H, T), not the
   (B, H, T, T) weights: backward recomputes each block's weights from q, k and the log-sum-exp.
   A train-mode dropout mask is kept as booleans (one byte per weight, a quarter of float32).
 
-Shapes: B batch, T tokens, C emb_dim, H heads, D = C // H; a block is at most ``block`` long.
+Shapes: B batch, T tokens, C emb_dim, H heads, D = C // H; a block is at most ``block`` rows,
+``i1`` the end of a block (its keys are 0 .. i1 - 1).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from npgpt.layers import dropout, linear, multi_head_attention
 from npgpt.layers.kv_cache import LayerKV
 from npgpt.layers.multi_head_attention import mask_bias, merge_heads, split_heads
 
-BLOCK = 128  # rows and columns per block: 64 and 256 were no faster at T = 1024 on the 2-core AMD EPYC
+BLOCK = 128  # query rows per block: 64 and 256 were no faster at T = 1024 (2-core AMD EPYC, 2-core Intel Xeon)
 
 
 class Cache(NamedTuple):
@@ -50,13 +52,14 @@ def _blocks(T: int, block: int) -> list[tuple[int, int]]:
     return [(start, min(start + block, T)) for start in range(0, T, block)]
 
 
-def _scores(q_i: np.ndarray, k_j: np.ndarray, i0: int, j0: int, scale: float, bias: np.ndarray) -> np.ndarray:
-    """Scaled scores of one block pair (B, H, bq, bk), -inf where a key is in a query's future
-    (``bias``: the (T, T) array of 0 and -inf of the plain layer)."""
-    s = q_i @ k_j.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, bk)
+def _scores(q_i: np.ndarray, keys: np.ndarray, i0: int, j0: int, scale: float, bias: np.ndarray) -> np.ndarray:
+    """Scaled scores of query rows i0 .. i0 + bq against ``keys`` (B, H, bk, D), which start at
+    key j0: (B, H, bq, bk), -inf where a key is in a query's future (``bias``: the (T, T) array of 0
+    and -inf of the plain layer)."""
+    s = q_i @ keys.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, bk)
     s *= scale
     bq, bk = s.shape[2], s.shape[3]
-    if j0 + bk > i0 + 1:  # the block's last key is after its first query: part of it is future
+    if j0 + bk > i0 + 1:  # the last key is after the first query: part of it is future
         s += bias[i0 : i0 + bq, j0 : j0 + bk]
     return s
 
@@ -99,24 +102,17 @@ def forward(
     context = np.empty_like(queries)  # (B, H, T, D)
     lse = np.empty((B, H, T, 1), dtype=queries.dtype)  # (B, H, T, 1)
     for i0, i1 in _blocks(T, block):
-        q_i = queries[:, :, i0:i1]  # (B, H, bq, D)
-        m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=queries.dtype)  # (B, H, bq, 1) running row maximum
-        l = np.zeros_like(m)  # (B, H, bq, 1) running row sum of exp(s - m)  # noqa: E741
-        acc = np.zeros_like(q_i)  # (B, H, bq, D) running context, in units of exp(-m)
-        for j0, j1 in _blocks(i1, block):  # key blocks up to the diagonal; later ones are all future
-            s = _scores(q_i, keys[:, :, j0:j1], i0, j0, scale, future)  # (B, H, bq, bk)
-            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))  # (B, H, bq, 1)
-            s -= m_new
-            p = np.exp(s, out=s)  # (B, H, bq, bk) unnormalised weights, in s's buffer
-            r = np.exp(m - m_new)  # (B, H, bq, 1) how much the earlier sums shrink
-            l = l * r + p.sum(axis=-1, keepdims=True)  # (B, H, bq, 1)  # noqa: E741
-            if keep is not None:  # dropout on the numerator only, never the sum l
-                p = p * keep[:, :, i0:i1, j0:j1]  # (B, H, bq, bk)
-                p *= drop_scale
-            acc *= r
-            acc += p @ values[:, :, j0:j1]  # (B, H, bq, bk) @ (B, H, bk, D) -> (B, H, bq, D)
-            m = m_new
-        context[:, :, i0:i1] = acc / l  # (B, H, bq, D)
+        k_past, v_past = keys[:, :, :i1], values[:, :, :i1]  # (B, H, i1, D): the keys this block can see
+        s = _scores(queries[:, :, i0:i1], k_past, i0, 0, scale, future)  # (B, H, bq, i1)
+        m = s.max(axis=-1, keepdims=True)  # (B, H, bq, 1) row maximum
+        s -= m
+        p = np.exp(s, out=s)  # (B, H, bq, i1) unnormalised weights, in s's buffer
+        l = p.sum(axis=-1, keepdims=True)  # (B, H, bq, 1) row sum  # noqa: E741
+        if keep is not None:  # dropout on the numerator only, never the sum l
+            p *= keep[:, :, i0:i1, :i1]
+            p *= drop_scale
+        context[:, :, i0:i1] = p @ v_past  # (B, H, bq, i1) @ (B, H, i1, D) -> (B, H, bq, D)
+        context[:, :, i0:i1] /= l
         lse[:, :, i0:i1] = m + np.log(l)  # (B, H, bq, 1)
     out, out_cache = linear.forward(
         merge_heads(context), params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
@@ -131,10 +127,11 @@ def forward(
 def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(dx, grads keyed like the state_dict), recomputing each block's weights from the cache.
 
-    Per block pair (i, j), in docs/math/blocked_attention.md's names, with w the weights,
-    M the keep mask and w' = w * M / (1 - p) the weights after dropout:
-    dv_j += w'^T dO_i;  dw' = dO_i v_j^T;  dw = dw' * M / (1 - p);
-    ds = w * (dw - Δ_i) / sqrt(D);  dq_i += ds k_j;  dk_j += ds^T q_i,
+    Per query block i against the keys it sees (0 .. i1 - 1, "past"), in
+    docs/math/blocked_attention.md's names, with w the weights, M the keep mask and
+    w' = w * M / (1 - p) the weights after dropout:
+    dv_past += w'^T dO_i;  dw' = dO_i v_past^T;  dw = dw' * M / (1 - p);
+    ds = w * (dw - Δ_i) / sqrt(D);  dq_i = ds k_past;  dk_past += ds^T q_i,
     where Δ = rowsum(dO * O) equals the softmax backward's sum_k w_k dw_k, because
     O_i = sum_k w'_ik v_k.
     """
@@ -157,27 +154,26 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     future = mask_bias(T, T, queries.dtype)  # (T, T)
     for i0, i1 in _blocks(T, cache.block):
         q_i, dO_i = queries[:, :, i0:i1], dO[:, :, i0:i1]  # (B, H, bq, D) each
-        for j0, j1 in _blocks(i1, cache.block):
-            k_j, v_j = keys[:, :, j0:j1], values[:, :, j0:j1]  # (B, H, bk, D) each
-            s = _scores(q_i, k_j, i0, j0, scale, future)  # (B, H, bq, bk)
-            s -= cache.lse[:, :, i0:i1]
-            w = np.exp(s, out=s)  # (B, H, bq, bk) the forward's weights, recomputed in s's buffer
-            dw_dropped = dO_i @ v_j.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, bk): dw'
-            if keep is not None:
-                kept = keep[:, :, i0:i1, j0:j1]  # (B, H, bq, bk) M
-                dv[:, :, j0:j1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, H, bk, D)
-                dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
-                dw *= kept
-                dw *= drop_scale
-            else:
-                dv[:, :, j0:j1] += w.transpose(0, 1, 3, 2) @ dO_i  # (B, H, bk, bq) @ (B, H, bq, D)
-                dw = dw_dropped  # no dropout: w' = w
-            ds = dw  # ds = w ⊙ (dw - Δ_i) / sqrt(D), in dw's buffer
-            ds -= delta[:, :, i0:i1]
-            ds *= w
-            ds *= scale  # (B, H, bq, bk) the gradient of the unscaled scores
-            dq[:, :, i0:i1] += ds @ k_j  # (B, H, bq, bk) @ (B, H, bk, D)
-            dk[:, :, j0:j1] += ds.transpose(0, 1, 3, 2) @ q_i  # (B, H, bk, bq) @ (B, H, bq, D)
+        k_past, v_past = keys[:, :, :i1], values[:, :, :i1]  # (B, H, i1, D) each
+        s = _scores(q_i, k_past, i0, 0, scale, future)  # (B, H, bq, i1)
+        s -= cache.lse[:, :, i0:i1]
+        w = np.exp(s, out=s)  # (B, H, bq, i1) the forward's weights, recomputed in s's buffer
+        dw_dropped = dO_i @ v_past.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, i1): dw'
+        if keep is not None:
+            kept = keep[:, :, i0:i1, :i1]  # (B, H, bq, i1) M
+            dv[:, :, :i1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, H, i1, D)
+            dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
+            dw *= kept
+            dw *= drop_scale
+        else:
+            dv[:, :, :i1] += w.transpose(0, 1, 3, 2) @ dO_i  # (B, H, i1, bq) @ (B, H, bq, D)
+            dw = dw_dropped  # no dropout: w' = w
+        ds = dw  # ds = w ⊙ (dw - Δ_i) / sqrt(D), in dw's buffer
+        ds -= delta[:, :, i0:i1]
+        ds *= w
+        ds *= scale  # (B, H, bq, i1) the gradient of the unscaled scores
+        dq[:, :, i0:i1] = ds @ k_past  # (B, H, bq, i1) @ (B, H, i1, D)
+        dk[:, :, :i1] += ds.transpose(0, 1, 3, 2) @ q_i  # (B, H, i1, bq) @ (B, H, bq, D)
     dx_q, dW, db = linear.backward(merge_heads(dq), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
     put("W_query", dW, db)
     dx_k, dW, db = linear.backward(merge_heads(dk), cache.k_cache)  # (B, T, C)
