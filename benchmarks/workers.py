@@ -1,7 +1,10 @@
 """The worker processes: one per implementation (``python -m benchmarks.workers numpy-cpu|
 torch-cpu|torch-cuda [--quick]``), so no implementation's threads, allocator or warm caches colour
 another's numbers. Each measures its ceilings, then forward, train step (forward + backward +
-AdamW) and generation with and without the KV cache, and prints its rows as JSON."""
+AdamW) and generation with and without the KV cache, and prints its rows as JSON. npgpt's train
+step runs as ``npgpt train`` runs it, each step's gradients written into the last step's arrays
+(``GPTModel(reuse_grad_buffers=True)``, npgpt/workspace.py): faster (no fresh memory faulted in
+every step), and those buffers stay allocated between steps (the peak-memory column shows it)."""
 
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ def _numpy_row(name: str, preset: str, B: int, T: int, repeats: int, ceiling: fl
     from npgpt import AdamW, GPTModel
 
     cfg = GPTConfig.preset(preset, context_length=max(T, 1024 if preset != "tiny" else T), drop_rate=0.1)
-    model = GPTModel(cfg, seed=0, attention=attention)
+    # as `npgpt train` runs it: each step's gradients written into the last step's arrays (npgpt/workspace.py)
+    model = GPTModel(cfg, seed=0, attention=attention, reuse_grad_buffers=True)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (B, T))
     opt = AdamW(model.params, lr=4e-4, weight_decay=0.1)
 
