@@ -29,12 +29,13 @@ def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]
     Returns the loss as a 0-d array of the logits' dtype. The cache keeps the softmax
     probabilities, one (B, T, V) array; backward needs nothing else.
     """
-    # the two (B, T, V) arrays go into the caller's workspace when one is active (npgpt/workspace.py)
-    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=workspace.empty("ce shifted", *_like(logits)))
-    probs = np.exp(shifted, out=workspace.empty("ce probs", *_like(logits)))  # (B, T, V), unnormalised
+    # one (B, T, V) array, in the caller's workspace when one is active (npgpt/workspace.py): the
+    # shifted logits, then (in place, once the target's is read) the probabilities
+    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=workspace.empty("ce probs", *_like(logits)))
+    target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
+    probs = np.exp(shifted, out=shifted)  # (B, T, V), unnormalised
     sum_exp = probs.sum(axis=-1, keepdims=True)  # (B, T, 1)
     probs /= sum_exp  # (B, T, V)
-    target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
     nll = np.log(sum_exp) - target_logit  # (B, T, 1) = -log p(target)
     loss = nll.mean(dtype=logits.dtype)  # () mean over B*T
     return np.asarray(loss, dtype=logits.dtype), Cache(probs, targets)
