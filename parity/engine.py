@@ -23,6 +23,7 @@ from parity.outputs import (
     STATE,
     SUBMODULES,
     WINDOWS,
+    Output,
     declared,
     generated_logits,
     kind_of,
@@ -372,8 +373,9 @@ def outputs_of(
     filter_logits: np.ndarray | None = None,
     uncached: bool = False,
     every_step: bool = False,
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Everything a check compares, as (name, tensor) in the order it is made: the one walk that
+) -> Iterator[Output]:
+    """Everything a check compares, as typed ``Output`` (name, tensor; its kind and component come
+    from the name) in the order it is made: the one walk that
     the reference's recording, the comparison and golden bundles all consume (names and kinds:
     parity/outputs.py). Data rows (``data_batches``), each block's sub-layer outputs (``taps``)
     and output, the logits, generation with the KV cache and the sampling filters
@@ -385,26 +387,26 @@ def outputs_of(
     are yielded one at a time and not held, so memory holds one implementation's state."""
     if hasattr(im, "data_batches"):
         progress.doing = "batching the embedded text with its data loader"
-        yield from data_rows(im)
+        yield from (Output(*row) for row in data_rows(im))
     progress.doing = "loading the weights"
     im.load(run.cfg, run.params, run.dtype)
     progress.doing = "running the eval forward"
     logits, blocks = im.forward(run.ids)  # eval mode: every block's residual output, then the logits
-    yield from _block_rows(im, blocks)
-    yield "logits", logits
+    yield from (Output(*row) for row in _block_rows(im, blocks))
+    yield Output("logits", logits)
     last = logits[:, -1, :].astype(np.float64) if filter_logits is None else filter_logits
     del logits, blocks
     if hasattr(im, "generate_greedy"):
         progress.doing = "generating with its KV cache"
         prompt = prompt_of(run.ids)
-        yield from generation_rows(im, prompt, last, True, run.window)
+        yield from (Output(*row) for row in generation_rows(im, prompt, last, True, run.window))
         if uncached:
-            yield from generation_rows(im, prompt, last, False, run.window)
+            yield from (Output(*row) for row in generation_rows(im, prompt, last, False, run.window))
     progress.doing = "computing the eval loss and gradients"
     loss, grads = im.loss_and_grads(run.ids, run.targets, None)  # eval mode
-    yield "loss", np.float64(loss)
+    yield Output("loss", np.float64(loss))
     for key in grads:
-        yield f"grad {key}", grads[key]
+        yield Output(f"grad {key}", grads[key])
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
     progress.doing = "creating the optimizer"
     im.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
@@ -413,10 +415,10 @@ def outputs_of(
         loss = im.loss_and_grads(step_ids, step_targets, masks)[0]  # the grads are not held
         progress.doing = f"taking optimizer step {step}"
         info = im.optimizer_step()
-        yield f"step {step} loss", np.float64(loss)
+        yield Output(f"step {step} loss", np.float64(loss))
         if info is not None:  # scheduled: (lr, gradient norm before clipping)
-            yield f"step {step} lr", np.float64(info[0])
-            yield f"step {step} grad norm", np.float64(info[1])
+            yield Output(f"step {step} lr", np.float64(info[0]))
+            yield Output(f"step {step} grad norm", np.float64(info[1]))
         progress.say(f"{im.name}: step {step}/{run.steps}")
         if every_step or step == run.steps:
             progress.doing = "reading the parameters and AdamW moments"
@@ -424,7 +426,7 @@ def outputs_of(
             for i, what in enumerate(STATE[: len(groups)]):  # a missing group: the declared rows say so
                 tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
                 for key in tensors:
-                    yield state_name(what, key, step), tensors[key]
+                    yield Output(state_name(what, key, step), tensors[key])
                 del tensors
 
 

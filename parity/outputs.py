@@ -10,6 +10,9 @@ report's names; ``tests/parity/test_outputs.py`` holds them equal to what a run 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import numpy as np
 
 from npgpt.config import GPTConfig
 
@@ -20,6 +23,48 @@ FILTERS = ((1.0, None, None), (1.4, 25, None), (1.0, None, 0.9), (0.7, 5, 0.95))
 # (batch_size, max_length, stride, drop_last) of the data rows: chapter 2's overlapping windows
 # and non-overlapping ones whose last, short batch is dropped
 WINDOWS = ((8, 4, 1, False), (4, 16, 16, True))
+
+
+# component of a row, from the parameter or output name it mentions (first match wins)
+_COMPONENTS = (
+    ("raised ", "crash"),
+    ("data ", "data pipeline"),
+    ("generate", "generation (KV cache)"),
+    ("filter ", "sampling filters"),
+    (" lr", "learning-rate schedule"),
+    (" grad norm", "gradient clipping"),
+    ("tok_emb", "embedding"),
+    ("pos_emb", "embedding"),
+    (".att", "attention"),
+    (".norm1", "layer norm"),
+    (".norm2", "layer norm"),
+    ("final_norm", "layer norm"),
+    (".ff", "feed-forward"),
+    ("out_head", "output head"),
+    ("logits", "output head"),
+    ("loss", "loss"),
+    ("trf_blocks.", "block outputs"),
+)
+
+
+def component_of(name: str) -> str:
+    return next((component for key, component in _COMPONENTS if key in name), "other")
+
+
+class Output(NamedTuple):
+    """One compared tensor as the run makes it: its name, and from the name its tolerance kind
+    and the model component it belongs to (the report's groups)."""
+
+    name: str
+    tensor: np.ndarray
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name)
+
+    @property
+    def component(self) -> str:
+        return component_of(self.name)
 
 
 def kind_of(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from parity.outputs import component_of
 from parity.tolerances import ZERO_GRADIENT, Comparison, share
 
 
@@ -68,29 +69,3 @@ class Report:
                 f"of the tolerance {share(used)}"
             )
         return "\n".join([*lines, *(self.notes if notes else [])])
-
-
-# component of a row, from the parameter or output name it mentions (first match wins)
-_COMPONENTS = (
-    ("raised ", "crash"),
-    ("data ", "data pipeline"),
-    ("generate", "generation (KV cache)"),
-    ("filter ", "sampling filters"),
-    (" lr", "learning-rate schedule"),
-    (" grad norm", "gradient clipping"),
-    ("tok_emb", "embedding"),
-    ("pos_emb", "embedding"),
-    (".att", "attention"),
-    (".norm1", "layer norm"),
-    (".norm2", "layer norm"),
-    ("final_norm", "layer norm"),
-    (".ff", "feed-forward"),
-    ("out_head", "output head"),
-    ("logits", "output head"),
-    ("loss", "loss"),
-    ("trf_blocks.", "block outputs"),
-)
-
-
-def component_of(name: str) -> str:
-    return next((component for key, component in _COMPONENTS if key in name), "other")

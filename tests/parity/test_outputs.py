@@ -100,3 +100,19 @@ def test_each_row_is_held_to_the_tolerance_of_its_kind():
     for name in declared(CFG, params, STEPS):
         assert ("float32", kind_of(name)) in TABLE and ("float64", kind_of(name)) in TABLE
     assert all(row.tol == tolerance("float32", kind_of(row.name)) for row in report.rows)
+
+
+def test_the_walk_yields_typed_outputs_whose_kind_and_component_come_from_the_name():
+    from parity.engine import Progress, Run, outputs_of
+    from parity.outputs import Output
+
+    rng = np.random.default_rng(0)
+    ids, targets = rng.integers(0, CFG.vocab_size, (2, 8)), rng.integers(0, CFG.vocab_size, (2, 8))
+    run = Run(CFG, random_params(CFG, 0), ids, targets, np.dtype(np.float64), 1, 0, 4e-4, 0.1, None, None)
+    walk = list(outputs_of(NumpyImpl(), run, Progress(lambda msg: None)))
+    assert all(isinstance(out, Output) for out in walk)
+    by_name = {out.name: out for out in walk}
+    assert by_name["generate tokens (KV cache)"].kind == "exact"
+    assert by_name["generate tokens (KV cache)"].tensor.dtype == np.int64  # integers stay integers
+    assert by_name["grad trf_blocks.0.att.W_query.weight"].component == "attention"
+    assert by_name["adam v final_norm.scale @ step 1"].kind == "state"
