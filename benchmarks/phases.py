@@ -58,7 +58,7 @@ def profile(T: int, attention: str) -> dict:
         timed(module, "backward")
     try:
         cfg = GPTConfig.preset("gpt2-small", context_length=1024, drop_rate=0.1)
-        model = GPTModel(cfg, seed=0, attention=attention)
+        model = GPTModel(cfg, seed=0, attention=attention, reuse_grad_buffers=True)  # as npgpt train runs it
         ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, T))
         opt = AdamW(model.params, lr=4e-4, weight_decay=0.1)
         steps, adamw = 2, 0.0
