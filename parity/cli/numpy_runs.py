@@ -10,7 +10,6 @@ import numpy as np
 from npgpt.checkpoint import load_checkpoint
 from npgpt.config import GPTConfig
 from npgpt.data import create_dataloader_v1, train_val_split
-from npgpt.errors import NpgptError
 from npgpt.files import check_output_dir
 from npgpt.generation import generate
 from npgpt.model import GPTModel
@@ -22,6 +21,8 @@ from parity.cli.runs import (
     check_generate_args,
     config_overrides,
     finish_run,
+    refuse_nonfinite,
+    sampling,
     start_training,
     stop_on_signals,
     streamed,
@@ -101,8 +102,7 @@ def run_generate(args: argparse.Namespace) -> int:
     check_generate_args(args)
     cfg, params, _, _ = load_checkpoint(args.checkpoint)
     bad = sum(int(np.count_nonzero(~np.isfinite(v))) for v in params.values())
-    if bad:
-        raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
+    refuse_nonfinite(args.checkpoint, bad)
     model = GPTModel(cfg, params=params).eval()
     tokenizer = get_tokenizer(cfg.vocab_size)
     ids = text_to_token_ids(args.prompt, tokenizer)
@@ -112,12 +112,8 @@ def run_generate(args: argparse.Namespace) -> int:
             ids,
             args.max_new_tokens,
             cfg.context_length,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            eos_id=None if args.no_eos else tokenizer.eot_token,
             rng=np.random.default_rng(args.seed),
-            use_cache=not args.no_cache,
             on_token=printer,
+            **sampling(args, tokenizer),
         )
     return 0

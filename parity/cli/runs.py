@@ -367,6 +367,23 @@ def finish_run(args: argparse.Namespace, history: dict, steps_per_epoch: int, st
         print(f"continue with: npgpt {args.command}{impl} --out {out} --resume{text}")
 
 
+def sampling(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    """``generate``'s keyword arguments from the command line, the same for both implementations."""
+    return {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "eos_id": None if args.no_eos else tokenizer.eot_token,
+        "use_cache": not args.no_cache,
+    }
+
+
+def refuse_nonfinite(checkpoint: str, bad: int) -> None:
+    """A checkpoint to generate from must hold finite weights."""
+    if bad:
+        raise NpgptError(f"{checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
+
+
 def check_generate_args(args: argparse.Namespace) -> None:
     check_values(vars(args))
     if not args.prompt:

@@ -22,6 +22,8 @@ from parity.cli.runs import (
     check_generate_args,
     config_overrides,
     finish_run,
+    refuse_nonfinite,
+    sampling,
     start_training,
     stop_on_signals,
     streamed,
@@ -185,8 +187,7 @@ def run_generate(args: argparse.Namespace) -> int:
     model = GPTModel(cfg)
     load_model_state(model, state["model_state_dict"])
     bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
-    if bad:
-        raise NpgptError(f"{args.checkpoint} holds {bad:,} non-finite weights (nan/inf); use an earlier checkpoint")
+    refuse_nonfinite(args.checkpoint, bad)
     model.to(device).eval()
     tokenizer = get_tokenizer(cfg.vocab_size)
     generator = None
@@ -199,12 +200,8 @@ def run_generate(args: argparse.Namespace) -> int:
             ids,
             args.max_new_tokens,
             cfg.context_length,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            eos_id=None if args.no_eos else tokenizer.eot_token,
-            top_p=args.top_p,
-            use_cache=not args.no_cache,
             generator=generator,
             on_token=printer,
+            **sampling(args, tokenizer),
         )
     return 0
