@@ -1,4 +1,6 @@
-"""How large a chunk should AdamW's elementwise update work in? (npgpt/threads.py's CHUNK)
+"""How large a chunk should AdamW's elementwise update work in? (npgpt/threads.py's CHUNK) And what
+does folding gradient clipping into the update save (``step(grads, grad_scale=...)`` against
+``clip_grad_norm`` then ``step``, both clipping every step)?
 
     python -m benchmarks.adamw
 
@@ -22,11 +24,12 @@ import numpy as np
 from benchmarks.measure import cpu_kind, machine
 from npgpt import threads
 from npgpt.config import GPTConfig
-from npgpt.optim import AdamW
+from npgpt.optim import AdamW, clip_coef, clip_grad_norm, grad_norm
 from npgpt.params import init_params
 
 ROUNDS = 5
 CHUNKS = (1 << 14, 1 << 16, 1 << 18)
+CLIPS = ("clip_grad_norm, then step", "step(grad_scale=clip_coef(grad_norm))")
 
 
 def main() -> int:
@@ -46,6 +49,18 @@ def main() -> int:
                 opt.step(grads)
                 times[chunk].append(time.perf_counter() - t0)
         medians[dtype] = {str(c): statistics.median(t) for c, t in times.items()}
+        threads.CHUNK = default
+        max_norm = 0.999 * grad_norm(grads)  # clips every step, by 0.1%: the gradients stay the same size
+        clipping: dict[str, list[float]] = {c: [] for c in CLIPS}
+        for _ in range(ROUNDS):
+            t0 = time.perf_counter()
+            clip_grad_norm(grads, max_norm)
+            opt.step(grads)
+            t1 = time.perf_counter()
+            opt.step(grads, grad_scale=clip_coef(grad_norm(grads), max_norm))
+            clipping[CLIPS[0]].append(t1 - t0)
+            clipping[CLIPS[1]].append(time.perf_counter() - t1)
+        medians[f"{dtype} clipped"] = {c: statistics.median(t) for c, t in clipping.items()}
         del params, grads, opt
     threads.CHUNK = default
     m = machine()
@@ -64,6 +79,12 @@ def main() -> int:
             f"{medians['float32'][str(c)]:.3f} |"
             for c in CHUNKS
         ),
+        "",
+        f"Clipping every step (chunk 2^{default.bit_length() - 1}):",
+        "",
+        f"| clipping | float64 median s (of {ROUNDS}) | float32 median s |",
+        "|---|---|---|",
+        *(f"| `{c}` | {medians['float64 clipped'][c]:.3f} | {medians['float32 clipped'][c]:.3f} |" for c in CLIPS),
     ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

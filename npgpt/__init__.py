@@ -11,7 +11,7 @@ from npgpt.finite_diff import check_model, gradcheck, rel_error
 from npgpt.generation import generate, generate_text_simple
 from npgpt.layers.kv_cache import KVCache
 from npgpt.model import GPTModel
-from npgpt.optim import AdamW, clip_grad_norm
+from npgpt.optim import AdamW, clip_coef, clip_grad_norm, grad_norm
 from npgpt.params import init_params, num_params, param_shapes
 from npgpt.schedule import lr_at
 from npgpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
@@ -38,6 +38,7 @@ __all__ = [
     "calc_loss_batch",
     "calc_loss_loader",
     "check_model",
+    "clip_coef",
     "clip_grad_norm",
     "create_dataloader_v1",
     "evaluate_model",
@@ -45,6 +46,7 @@ __all__ = [
     "generate_and_print_sample",
     "generate_text_simple",
     "get_tokenizer",
+    "grad_norm",
     "gradcheck",
     "init_params",
     "lr_at",

@@ -23,8 +23,13 @@ class AdamW:
         v = beta2 * v + (1 - beta2) * g^2
         param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    ``step`` updates ``params`` in place, with in-place ufuncs and one scratch array per
-    cache-sized chunk of a parameter, on every core (npgpt.threads). The last line is computed as
+    ``step`` updates ``params`` in place, with in-place ufuncs and scratch arrays the size of a
+    cache-sized chunk of a parameter, on every core (npgpt.threads). ``step(grads, grad_scale=c)``
+    updates as if every gradient had been multiplied by ``c`` first: gradient clipping folded
+    into the two products through which g enters the moments, ``((1 - beta1) * c) * g`` and
+    ``((1 - beta2) * c^2) * g^2``, so no pass over the gradients scales them (they are left as
+    they are). It differs from ``clip_grad_norm`` then ``step`` by rounding only (the scalars
+    multiply first; a few ulp); ``grad_scale=1`` is the plain update, bit for bit. The last line is computed as
     ``param -= m / denom'`` with ``denom' = sqrt(v) * (1 / (sqrt(1 - beta2^t) * step_size)) + eps / step_size``,
     ``step_size = lr / (1 - beta1^t)``: the same quantity with two divisions by scalars folded into one
     multiplication (a division costs three times a multiplication; the result differs from the
@@ -49,7 +54,7 @@ class AdamW:
         self.m = {k: np.zeros(v.shape, v.dtype) for k, v in params.items()}
         self.v = {k: np.zeros(v.shape, v.dtype) for k, v in params.items()}
 
-    def step(self, grads: dict[str, np.ndarray]) -> None:
+    def step(self, grads: dict[str, np.ndarray], grad_scale: float = 1.0) -> None:
         self.t += 1
         beta1, beta2 = self.betas
         bias_correction1 = 1.0 - beta1**self.t
@@ -61,14 +66,18 @@ class AdamW:
         denom_scale = 1.0 / (bias_correction2_sqrt * step_size) if moves else 0.0
         denom_shift = self.eps / step_size if moves else 0.0
 
+        # g enters the moments only through these two products: a clip factor folds into them
+        m_gain = (1.0 - beta1) * grad_scale
+        v_gain = (1.0 - beta2) * grad_scale * grad_scale
+
         def update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, scratch: np.ndarray) -> None:
             p *= decay  # param *= 1 - lr * weight_decay
-            m *= beta1  # m = beta1 * m + (1 - beta1) * g
-            np.multiply(g, 1.0 - beta1, out=scratch)  # scratch: (shape of p), the one temporary
+            m *= beta1  # m = beta1 * m + (1 - beta1) * (grad_scale * g)
+            np.multiply(g, m_gain, out=scratch)  # scratch: (shape of p), the one temporary
             m += scratch
-            v *= beta2  # v = beta2 * v + (1 - beta2) * g^2
+            v *= beta2  # v = beta2 * v + (1 - beta2) * (grad_scale * g)^2
             np.multiply(g, g, out=scratch)
-            scratch *= 1.0 - beta2
+            scratch *= v_gain
             v += scratch
             if moves:
                 np.sqrt(v, out=scratch)  # denom' = sqrt(v) / (sqrt(1 - beta2^t) * step_size) + eps / step_size
@@ -96,14 +105,26 @@ class AdamW:
             self.v[key][...] = state["v"][key]
 
 
+def grad_norm(grads: dict[str, np.ndarray]) -> float:
+    """The global L2 norm of all gradients together."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
+
+def clip_coef(norm: float, max_norm: float) -> float:
+    """``torch.nn.utils.clip_grad_norm_``'s factor: ``min(1, max_norm / (norm + 1e-6))``."""
+    return min(1.0, max_norm / (norm + 1e-6))
+
+
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
     Like ``torch.nn.utils.clip_grad_norm_``: ``coef = min(1, max_norm / (norm + 1e-6))`` and
-    returns the norm before clipping.
+    returns the norm before clipping. A training loop can leave the gradients alone and pass
+    ``clip_coef(grad_norm(grads), max_norm)`` to ``AdamW.step`` as ``grad_scale`` instead (one
+    pass over the gradients fewer, the same update).
     """
-    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
-    coef = max_norm / (total + 1e-6)
+    total = grad_norm(grads)
+    coef = clip_coef(total, max_norm)
     if coef < 1.0:
         for g in grads.values():
             g *= coef

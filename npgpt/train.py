@@ -23,7 +23,7 @@ from npgpt.data import DataLoader
 from npgpt.errors import NpgptError, diverged
 from npgpt.generation import generate
 from npgpt.model import GPTModel
-from npgpt.optim import AdamW, clip_grad_norm
+from npgpt.optim import AdamW, clip_coef, grad_norm
 from npgpt.schedule import lr_at
 from npgpt.tokenizer import text_to_token_ids, token_ids_to_text
 
@@ -193,10 +193,11 @@ def train_model(
                 if not math.isfinite(loss):
                     raise stop("the training loss", loss)
                 clip = grad_clip if grad_clip is not None and state.global_step >= warmup_steps else math.inf
-                norm = clip_grad_norm(grads, clip)  # the global norm before clipping (inf: no clipping)
+                norm = grad_norm(grads)  # the global norm before clipping
                 if not math.isfinite(norm):
                     raise stop("the gradient norm", norm)
-                optimizer.step(grads)
+                # clip_grad_norm's clipping, folded into the update (inf: no clipping)
+                optimizer.step(grads, grad_scale=clip_coef(norm, clip))
                 train_seconds += time.perf_counter() - t0
                 train_tokens += input_batch.size
                 state.tokens_seen += input_batch.size

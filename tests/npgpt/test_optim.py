@@ -87,3 +87,53 @@ def test_schedule_appendix_d():
     lrs = [lr_at(s, **kw) for s in range(135)]
     assert all(a <= b for a, b in itertools.pairwise(lrs[:11]))  # warmup rises
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))  # cosine falls
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_threads", ["1", "2"])
+def test_folded_clipping_is_clip_then_step(dtype, n_threads, monkeypatch):
+    """``step(grads, grad_scale=clip_coef(norm, max_norm))`` against ``clip_grad_norm`` then ``step``,
+    across chunk and thread boundaries (small chunks, a threaded range split): equal to rounding
+    (the scalars multiply first), bit for bit where nothing is clipped, and the gradients handed
+    in are left unscaled."""
+    from npgpt import clip_coef, grad_norm, threads
+
+    monkeypatch.setenv("NPGPT_THREADS", n_threads)
+    monkeypatch.setattr(threads, "MIN_SIZE", 1)
+    monkeypatch.setattr(threads, "CHUNK", 16)  # a (7, 11) weight spans several chunks
+    rng = np.random.default_rng(3)
+    start = {"w": rng.standard_normal((7, 11)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
+    clipped, folded = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
+    a, b = AdamW(clipped, lr=1e-2, weight_decay=0.1), AdamW(folded, lr=1e-2, weight_decay=0.1)
+    ulps = 8 * np.finfo(dtype).eps
+    for step, max_norm in enumerate([0.5, 0.1, 100.0]):  # clips, clips, does not
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in start.items()}
+        kept = {k: g.copy() for k, g in grads.items()}
+        norm = clip_grad_norm(grads, max_norm)
+        a.step(grads)
+        assert grad_norm(kept) == norm
+        b.step(kept, grad_scale=clip_coef(norm, max_norm))
+        if max_norm < norm:
+            assert not np.array_equal(kept["w"], grads["w"])  # clip_grad_norm scaled its copy; step left ours
+        for k in start:
+            for ours, theirs in ((folded[k], clipped[k]), (b.m[k], a.m[k]), (b.v[k], a.v[k])):
+                atol = ulps * np.abs(theirs).max()  # a parameter near 0 after a step: rounding of the larger terms
+                np.testing.assert_allclose(ours, theirs, rtol=ulps, atol=atol, err_msg=f"{k} after step {step}")
+    plain, scaled_by_one = {"w": start["w"].copy()}, {"w": start["w"].copy()}
+    AdamW(plain, lr=1e-2).step({"w": start["b"][:1] * start["w"]})
+    AdamW(scaled_by_one, lr=1e-2).step({"w": start["b"][:1] * start["w"]}, grad_scale=1.0)
+    np.testing.assert_array_equal(scaled_by_one["w"], plain["w"])
+
+
+def test_folded_clipping_scale_is_used():
+    """The negative control: a grad_scale that were ignored would leave the moments unclipped (the
+    first step's parameter update, m_hat / sqrt(v_hat), cannot show it: it is scale-free)."""
+    from npgpt import clip_coef
+
+    assert clip_coef(100.0, 1.0) == pytest.approx(0.01)
+    assert clip_coef(0.5, 1.0) == 1.0 and clip_coef(math.inf, 1.0) == 0.0
+    g = {"w": np.array([3.0, -4.0, 0.5, 1.0])}
+    opt = AdamW({"w": np.ones(4)}, lr=0.1, weight_decay=0.0)
+    opt.step(g, grad_scale=0.01)
+    np.testing.assert_allclose(opt.m["w"], 0.1 * 0.01 * g["w"])  # (1 - beta1) * the scaled gradient
+    np.testing.assert_allclose(opt.v["w"], 0.001 * (0.01 * g["w"]) ** 2)
