@@ -88,7 +88,7 @@ class GPTModel:
     def loss(self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None) -> float:
         """Mean cross-entropy over B*T, without keeping anything for backward."""
         logits, _ = self.forward(ids, masks)
-        loss, _ = cross_entropy.forward(logits, self._check_targets(targets, ids))
+        loss, _ = cross_entropy.forward(logits, self._check_targets(targets, ids), out=logits)  # in place
         return float(loss)
 
     def loss_and_grads(
@@ -97,10 +97,11 @@ class GPTModel:
         """Forward, cross-entropy and the hand-written backward; grads are keyed like ``params``."""
         with workspace.active(self.workspace):  # arrays of this call only: outputs, loss, gradients
             logits, cache = self.forward(ids, masks)
-            loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids))
-            del logits  # the cross-entropy cache holds the probabilities; free the logits early
-            dlogits = cross_entropy.backward(1.0, ce_cache)
-            del ce_cache
+            # one (B, T, V) array all through: the probabilities overwrite the logits, then dlogits the
+            # probabilities (each is dead once the next is made; at T=1024 each is 0.4 GB in float32)
+            loss, ce_cache = cross_entropy.forward(logits, self._check_targets(targets, ids), out=logits)
+            dlogits = cross_entropy.backward(1.0, ce_cache, out=ce_cache.probs)
+            del logits, ce_cache
             grads = gpt_model.backward(dlogits, cache)
         return float(loss), grads
 

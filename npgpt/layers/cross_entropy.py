@@ -23,15 +23,17 @@ def _like(a: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
     return a.shape, a.dtype
 
 
-def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]:
+def forward(logits: np.ndarray, targets: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Cache]:
     """``loss = mean_{b,t} ( logsumexp(logits[b, t]) - logits[b, t, targets[b, t]] )``.
 
     Returns the loss as a 0-d array of the logits' dtype. The cache keeps the softmax
-    probabilities, one (B, T, V) array; backward needs nothing else.
+    probabilities, one (B, T, V) array; backward needs nothing else. ``out``: the (B, T, V) array
+    to build them in (``out=logits`` when the caller is done with the logits: no second array).
     """
-    # one (B, T, V) array, in the caller's workspace when one is active (npgpt/workspace.py): the
-    # shifted logits, then (in place, once the target's is read) the probabilities
-    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=workspace.empty("ce probs", *_like(logits)))
+    if out is None:  # the caller's workspace when one is active (npgpt/workspace.py), else a new array
+        out = workspace.empty("ce probs", *_like(logits))
+    # one (B, T, V) array: the shifted logits, then (in place, once the target's is read) the probabilities
+    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=out)
     target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
     probs = np.exp(shifted, out=shifted)  # (B, T, V), unnormalised
     sum_exp = probs.sum(axis=-1, keepdims=True)  # (B, T, 1)
@@ -41,15 +43,16 @@ def forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, Cache]
     return np.asarray(loss, dtype=logits.dtype), Cache(probs, targets)
 
 
-def backward(dloss: float | np.ndarray, cache: Cache) -> np.ndarray:
-    """``dlogits = (softmax(logits) - onehot(targets)) * dloss / (B*T)``."""
+def backward(dloss: float | np.ndarray, cache: Cache, out: np.ndarray | None = None) -> np.ndarray:
+    """``dlogits = (softmax(logits) - onehot(targets)) * dloss / (B*T)``. ``out``: the (B, T, V)
+    array to write into (``out=cache.probs`` when the cache is not needed again)."""
     probs, targets = cache
     N = targets.size
-    dlogits = workspace.empty("ce dlogits", *_like(probs))  # (B, T, V); the cache is not modified
-    np.copyto(dlogits, probs)
+    target_prob = np.take_along_axis(probs, targets[..., None], axis=-1)  # (B, T, 1), read before out is written
+    dlogits = workspace.empty("ce dlogits", *_like(probs)) if out is None else out  # (B, T, V)
+    if dlogits is not probs:
+        np.copyto(dlogits, probs)
     # loss = mean(logsumexp - logit[target]): d/dlogits = probs - onehot, divided by N for the mean
-    np.put_along_axis(
-        dlogits, targets[..., None], np.take_along_axis(probs, targets[..., None], axis=-1) - 1.0, axis=-1
-    )
+    np.put_along_axis(dlogits, targets[..., None], target_prob - 1.0, axis=-1)
     dlogits *= np.asarray(dloss, dtype=probs.dtype) / N
     return dlogits

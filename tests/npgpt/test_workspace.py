@@ -28,3 +28,26 @@ def test_reused_gradient_buffers_hold_the_same_bits_and_are_the_same_arrays():
                 b[k] is first[k] for k in ("tok_emb.weight", "trf_blocks.0.att.W_query.weight", "out_head.weight")
             )
     assert not any(a[k] is first_fresh[k] for k in a)  # a model without it gets fresh arrays every call
+
+
+def test_cross_entropy_in_place_is_the_same_bits_in_one_array():
+    """The loss and dlogits built in the logits' own array (``out=``, as loss_and_grads does) equal
+    the separate arrays' bit for bit; the default leaves the logits and the cache as they were."""
+    from npgpt.layers import cross_entropy
+
+    rng = np.random.default_rng(4)
+    logits, targets = rng.standard_normal((2, 5, 11)) * 3, rng.integers(0, 11, (2, 5))
+    kept = logits.copy()
+    loss, cache = cross_entropy.forward(logits, targets)
+    probs = cache.probs.copy()
+    dlogits = cross_entropy.backward(0.7, cache)
+    np.testing.assert_array_equal(logits, kept)
+    np.testing.assert_array_equal(cache.probs, probs)
+    assert not np.array_equal(dlogits, probs)  # a backward that returned the probabilities would fail below
+    own = logits.copy()
+    loss_in_place, cache_in_place = cross_entropy.forward(own, targets, out=own)
+    assert cache_in_place.probs is own and loss_in_place == loss
+    np.testing.assert_array_equal(own, probs)
+    dlogits_in_place = cross_entropy.backward(0.7, cache_in_place, out=cache_in_place.probs)
+    assert dlogits_in_place is own
+    np.testing.assert_array_equal(dlogits_in_place, dlogits)
