@@ -49,6 +49,8 @@ class GPTModel:
         self.dtype = check_params(self.params, self.cfg)
         self.rng = np.random.default_rng(seed)  # dropout masks
         self.training = True
+        # the dropout masks of the last forward, by site, to replay (masks=...); the blocked attention's
+        # own draws are dropout.PackedMask (np.asarray gives the booleans)
         self.last_masks: dict[str, np.ndarray] = {}
         # reuse_grad_buffers: each call writes its weight gradients into the last call's arrays
         # (npgpt/workspace.py): no fresh gigabyte a step, but a call's grads last until the next call

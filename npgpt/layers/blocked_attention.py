@@ -13,7 +13,8 @@ What changes, and why (docs/math/blocked_attention.md):
   (row maximum, exp, sum), and the (B, H, T, T) weights never exist at once.
 - The cache keeps, per head, q, k, v, the context and the row log-sum-exp (B, H, T), not the
   (B, H, T, T) weights: backward recomputes each block's weights from q, k and the log-sum-exp.
-  A train-mode dropout mask is kept as booleans (one byte per weight, a quarter of float32).
+  A train-mode dropout mask drawn here is kept as bits (dropout.PackedMask: an eighth of a
+  byte per weight), unpacked a block at a time; a mask the caller supplies is kept as given.
 
 Shapes: B batch, T tokens, C emb_dim, H heads, D = C // H; a block is at most ``block`` rows,
 ``i1`` the end of a block (its keys are 0 .. i1 - 1).
@@ -43,7 +44,7 @@ class Cache(NamedTuple):
     values: np.ndarray  # (B, H, T, D)
     context: np.ndarray  # (B, H, T, D) per-head output, before the heads are merged
     lse: np.ndarray  # (B, H, T, 1) log of each row's softmax denominator (scores scaled by 1/sqrt(D))
-    drop_cache: dropout.Cache  # the (B, H, T, T) bool keep mask on the weights (None without dropout), 1/(1-p)
+    drop_cache: dropout.Cache  # the (B, H, T, T) keep mask on the weights (None without dropout), 1/(1-p)
     block: int
     prefix: str
 
@@ -109,7 +110,7 @@ def forward(
         p = np.exp(s, out=s)  # (B, H, bq, i1) unnormalised weights, in s's buffer
         l = p.sum(axis=-1, keepdims=True)  # (B, H, bq, 1) row sum  # noqa: E741
         if keep is not None:  # dropout on the numerator only, never the sum l
-            p *= keep[:, :, i0:i1, :i1]
+            p *= dropout.rows(keep, i0, i1, i1)  # (B, H, bq, i1)
             p *= drop_scale
         context[:, :, i0:i1] = p @ v_past  # (B, H, bq, i1) @ (B, H, i1, D) -> (B, H, bq, D)
         context[:, :, i0:i1] /= l
@@ -117,6 +118,8 @@ def forward(
     out, out_cache = linear.forward(
         merge_heads(context), params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
     )  # (B, H, T, D) -> (B, T, C) -> (B, T, C)
+    if keep is not None and mask is None:  # drawn here: held until backward as bits, not bytes
+        keep = dropout.PackedMask(keep)
     cache = Cache(
         q_cache, k_cache, v_cache, out_cache, queries, keys, values, context, lse,
         dropout.Cache(keep, drop_scale), block, prefix,
@@ -143,7 +146,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
             grads[f"{cache.prefix}{name}.bias"] = db
 
     queries, keys, values = cache.queries, cache.keys, cache.values  # (B, H, T, D) each
-    keep, drop_scale = cache.drop_cache  # (B, H, T, T) bool or None, 1 / (1 - p)
+    keep, drop_scale = cache.drop_cache  # (B, H, T, T) bool, its bits, or None; 1 / (1 - p)
     _, H, T, D = queries.shape
     scale = 1.0 / math.sqrt(D)
     dcontext, dW, db = linear.backward(dout, cache.out_cache)  # (B, T, C)
@@ -160,7 +163,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
         w = np.exp(s, out=s)  # (B, H, bq, i1) the forward's weights, recomputed in s's buffer
         dw_dropped = dO_i @ v_past.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, i1): dw'
         if keep is not None:
-            kept = keep[:, :, i0:i1, :i1]  # (B, H, bq, i1) M
+            kept = dropout.rows(keep, i0, i1, i1)  # (B, H, bq, i1) M
             dv[:, :, :i1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, H, i1, D)
             dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
             dw *= kept

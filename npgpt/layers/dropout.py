@@ -15,8 +15,32 @@ from npgpt.errors import NpgptError
 
 
 class Cache(NamedTuple):
-    mask: np.ndarray | None  # boolean keep mask, None when dropout was the identity
+    mask: np.ndarray | PackedMask | None  # boolean keep mask (or its bits), None when dropout was the identity
     scale: float  # 1 / (1 - p)
+
+
+class PackedMask:
+    """A keep mask held as bits (``np.packbits`` along the last axis): an eighth of the boolean
+    mask's memory, for a layer that keeps a large mask from its forward to its backward and reads
+    it in row blocks (blocked_attention: (B, H, T, T), 25 MB a layer at GPT-2 small's B=2, T=1024
+    as booleans). ``np.asarray(packed)`` gives the boolean mask back."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.shape = tuple(mask.shape)
+        self.bits = np.packbits(mask, axis=-1)  # (..., ceil(n / 8)) uint8
+
+    def rows(self, i0: int, i1: int, cols: int) -> np.ndarray:
+        """``mask[..., i0:i1, :cols]`` as booleans."""
+        return np.unpackbits(self.bits[..., i0:i1, : (cols + 7) // 8], axis=-1, count=cols).view(bool)
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        mask = self.rows(0, self.shape[-2], self.shape[-1])
+        return mask if dtype is None else mask.astype(dtype)
+
+
+def rows(mask: np.ndarray | PackedMask, i0: int, i1: int, cols: int) -> np.ndarray:
+    """``mask[..., i0:i1, :cols]`` of a boolean or a packed mask, as booleans."""
+    return mask.rows(i0, i1, cols) if isinstance(mask, PackedMask) else mask[..., i0:i1, :cols]
 
 
 def draw_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:

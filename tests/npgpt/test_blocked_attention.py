@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from npgpt import GPTModel
 from npgpt.config import GPTConfig
 from npgpt.errors import NpgptError
-from npgpt.layers import blocked_attention, multi_head_attention
+from npgpt.layers import blocked_attention, dropout, multi_head_attention
 from npgpt.layers.dropout import draw_mask
 from parity.tolerances import compare, tolerance
 
@@ -115,3 +115,33 @@ def test_a_wrong_shaped_dropout_mask_is_refused_not_broadcast(layer):
     one_row = draw_mask(rng, (2, H, 1, T), 0.5)  # would broadcast over the query rows
     with pytest.raises(NpgptError, match=r"dropout mask has shape \(2, 2, 1, 6\), expected \(2, 2, 6, 6\)"):
         layer.forward(x, params, "", H, 0.5, train=True, mask=one_row)
+
+
+def test_a_drawn_mask_is_kept_as_bits_and_replays_in_both_layers(monkeypatch):
+    """The blocked layer holds the (B, H, T, T) mask it draws as bits until backward; its model's
+    last_masks replay in the plain model and in itself, the same loss and gradients."""
+    monkeypatch.setattr(blocked_attention, "BLOCK", 8)
+    cfg = GPTConfig(vocab_size=50, context_length=40, emb_dim=12, n_heads=3, n_layers=2, drop_rate=0.3)
+    blocked = GPTModel(cfg, seed=1, dtype=np.float64, attention="blocked")
+    plain = GPTModel(cfg, seed=1, dtype=np.float64)
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 37))  # 37: rows not a multiple of 8 bits
+    loss_b, grads_b = blocked.loss_and_grads(ids, ids)
+    packed = blocked.last_masks["trf_blocks.1.att.dropout"]
+    assert isinstance(packed, dropout.PackedMask) and packed.bits.nbytes * 7 < np.asarray(packed).nbytes
+    booleans = {k: np.asarray(m) for k, m in blocked.last_masks.items()}
+    assert booleans["trf_blocks.1.att.dropout"].dtype == bool and 0 < booleans["trf_blocks.1.att.dropout"].mean() < 1
+    for model, masks in ((plain, blocked.last_masks), (plain, booleans), (blocked, blocked.last_masks)):
+        loss, grads = model.loss_and_grads(ids, ids, masks=dict(masks))
+        assert abs(loss - loss_b) < 1e-12
+        assert max(float(np.abs(grads[k] - grads_b[k]).max()) for k in grads) < 1e-12
+    flipped = dict(booleans)
+    flipped["trf_blocks.1.att.dropout"] = ~booleans["trf_blocks.1.att.dropout"]  # the negative control
+    assert abs(plain.loss_and_grads(ids, ids, masks=flipped)[0] - loss_b) > 1e-6
+
+
+def test_packed_rows_are_the_boolean_rows():
+    mask = np.random.default_rng(2).random((2, 3, 13, 13)) < 0.6
+    packed = dropout.PackedMask(mask)
+    for i0, i1, cols in ((0, 13, 13), (4, 9, 9), (8, 13, 11), (12, 13, 1)):
+        np.testing.assert_array_equal(dropout.rows(packed, i0, i1, cols), mask[..., i0:i1, :cols])
+        np.testing.assert_array_equal(dropout.rows(mask, i0, i1, cols), mask[..., i0:i1, :cols])
