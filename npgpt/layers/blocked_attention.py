@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npgpt import threads
 from npgpt.layers import dropout, linear, multi_head_attention
 from npgpt.layers.kv_cache import LayerKV
 from npgpt.layers.multi_head_attention import mask_bias, merge_heads, split_heads
@@ -102,24 +103,30 @@ def forward(
     future = mask_bias(T, T, queries.dtype)  # (T, T) of 0 and -inf
     context = np.empty_like(queries)  # (B, H, T, D)
     lse = np.empty((B, H, T, 1), dtype=queries.dtype)  # (B, H, T, 1)
-    for i0, i1 in _blocks(T, block):
-        k_past, v_past = keys[:, :, :i1], values[:, :, :i1]  # (B, H, i1, D): the keys this block can see
-        s = _scores(queries[:, :, i0:i1], k_past, i0, 0, scale, future)  # (B, H, bq, i1)
-        m = s.max(axis=-1, keepdims=True)  # (B, H, bq, 1) row maximum
-        s -= m
-        p = np.exp(s, out=s)  # (B, H, bq, i1) unnormalised weights, in s's buffer
-        l = p.sum(axis=-1, keepdims=True)  # (B, H, bq, 1) row sum  # noqa: E741
-        if keep is not None:  # dropout on the numerator only, never the sum l
-            p *= dropout.rows(keep, i0, i1, i1)  # (B, H, bq, i1)
-            p *= drop_scale
-        context[:, :, i0:i1] = p @ v_past  # (B, H, bq, i1) @ (B, H, i1, D) -> (B, H, bq, D)
-        context[:, :, i0:i1] /= l
-        lse[:, :, i0:i1] = m + np.log(l)  # (B, H, bq, 1)
+
+    def heads(h0: int, h1: int) -> None:  # heads h0 .. h1 - 1, every query block (a thread's share)
+        q, k, v, o, r = (a[:, h0:h1] for a in (queries, keys, values, context, lse))  # views
+        kept = None if keep is None else dropout.part(keep, (slice(None), slice(h0, h1)))
+        for i0, i1 in _blocks(T, block):
+            k_past, v_past = k[:, :, :i1], v[:, :, :i1]  # (B, h, i1, D): the keys this block can see
+            s = _scores(q[:, :, i0:i1], k_past, i0, 0, scale, future)  # (B, h, bq, i1)
+            m = s.max(axis=-1, keepdims=True)  # (B, h, bq, 1) row maximum
+            s -= m
+            p = np.exp(s, out=s)  # (B, h, bq, i1) unnormalised weights, in s's buffer
+            l = p.sum(axis=-1, keepdims=True)  # (B, h, bq, 1) row sum  # noqa: E741
+            if kept is not None:  # dropout on the numerator only, never the sum l
+                p *= dropout.rows(kept, i0, i1, i1)  # (B, h, bq, i1)
+                p *= drop_scale
+            o[:, :, i0:i1] = p @ v_past  # (B, h, bq, i1) @ (B, h, i1, D) -> (B, h, bq, D)
+            o[:, :, i0:i1] /= l
+            r[:, :, i0:i1] = m + np.log(l)  # (B, h, bq, 1)
+
+    threads.over_parts(heads, H)  # the heads side by side, one group per core
     out, out_cache = linear.forward(
         merge_heads(context), params[f"{prefix}out_proj.weight"], params.get(f"{prefix}out_proj.bias")
     )  # (B, H, T, D) -> (B, T, C) -> (B, T, C)
     if keep is not None and mask is None:  # drawn here: held until backward as bits, not bytes
-        keep = dropout.PackedMask(keep)
+        keep = dropout.PackedMask.of(keep)
     cache = Cache(
         q_cache, k_cache, v_cache, out_cache, queries, keys, values, context, lse,
         dropout.Cache(keep, drop_scale), block, prefix,
@@ -155,28 +162,35 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     delta = (dO * cache.context).sum(axis=-1, keepdims=True)  # (B, H, T, 1) Δ = rowsum(dO ⊙ O)
     dq, dk, dv = np.zeros_like(queries), np.zeros_like(keys), np.zeros_like(values)  # (B, H, T, D) each
     future = mask_bias(T, T, queries.dtype)  # (T, T)
-    for i0, i1 in _blocks(T, cache.block):
-        q_i, dO_i = queries[:, :, i0:i1], dO[:, :, i0:i1]  # (B, H, bq, D) each
-        k_past, v_past = keys[:, :, :i1], values[:, :, :i1]  # (B, H, i1, D) each
-        s = _scores(q_i, k_past, i0, 0, scale, future)  # (B, H, bq, i1)
-        s -= cache.lse[:, :, i0:i1]
-        w = np.exp(s, out=s)  # (B, H, bq, i1) the forward's weights, recomputed in s's buffer
-        dw_dropped = dO_i @ v_past.transpose(0, 1, 3, 2)  # (B, H, bq, D) @ (B, H, D, i1): dw'
-        if keep is not None:
-            kept = dropout.rows(keep, i0, i1, i1)  # (B, H, bq, i1) M
-            dv[:, :, :i1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, H, i1, D)
-            dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
-            dw *= kept
-            dw *= drop_scale
-        else:
-            dv[:, :, :i1] += w.transpose(0, 1, 3, 2) @ dO_i  # (B, H, i1, bq) @ (B, H, bq, D)
-            dw = dw_dropped  # no dropout: w' = w
-        ds = dw  # ds = w ⊙ (dw - Δ_i) / sqrt(D), in dw's buffer
-        ds -= delta[:, :, i0:i1]
-        ds *= w
-        ds *= scale  # (B, H, bq, i1) the gradient of the unscaled scores
-        dq[:, :, i0:i1] = ds @ k_past  # (B, H, bq, i1) @ (B, H, i1, D)
-        dk[:, :, :i1] += ds.transpose(0, 1, 3, 2) @ q_i  # (B, H, i1, bq) @ (B, H, bq, D)
+
+    def heads(h0: int, h1: int) -> None:  # heads h0 .. h1 - 1, every query block (a thread's share)
+        q, k, v, do, d, lse = (a[:, h0:h1] for a in (queries, keys, values, dO, delta, cache.lse))  # views
+        gq, gk, gv = (a[:, h0:h1] for a in (dq, dk, dv))  # views: this share's rows of dq, dk, dv
+        kept_h = None if keep is None else dropout.part(keep, (slice(None), slice(h0, h1)))
+        for i0, i1 in _blocks(T, cache.block):
+            q_i, dO_i = q[:, :, i0:i1], do[:, :, i0:i1]  # (B, h, bq, D) each
+            k_past, v_past = k[:, :, :i1], v[:, :, :i1]  # (B, h, i1, D) each
+            s = _scores(q_i, k_past, i0, 0, scale, future)  # (B, h, bq, i1)
+            s -= lse[:, :, i0:i1]
+            w = np.exp(s, out=s)  # (B, h, bq, i1) the forward's weights, recomputed in s's buffer
+            dw_dropped = dO_i @ v_past.transpose(0, 1, 3, 2)  # (B, h, bq, D) @ (B, h, D, i1): dw'
+            if kept_h is not None:
+                kept = dropout.rows(kept_h, i0, i1, i1)  # (B, h, bq, i1) M
+                gv[:, :, :i1] += (w * kept * drop_scale).transpose(0, 1, 3, 2) @ dO_i  # w'^T dO_i: (B, h, i1, D)
+                dw = dw_dropped  # dw = dw' ⊙ M / (1 - p), in the buffer of dw' (not needed again)
+                dw *= kept
+                dw *= drop_scale
+            else:
+                gv[:, :, :i1] += w.transpose(0, 1, 3, 2) @ dO_i  # (B, h, i1, bq) @ (B, h, bq, D)
+                dw = dw_dropped  # no dropout: w' = w
+            ds = dw  # ds = w ⊙ (dw - Δ_i) / sqrt(D), in dw's buffer
+            ds -= d[:, :, i0:i1]
+            ds *= w
+            ds *= scale  # (B, h, bq, i1) the gradient of the unscaled scores
+            gq[:, :, i0:i1] = ds @ k_past  # (B, h, bq, i1) @ (B, h, i1, D)
+            gk[:, :, :i1] += ds.transpose(0, 1, 3, 2) @ q_i  # (B, h, i1, bq) @ (B, h, bq, D)
+
+    threads.over_parts(heads, H)  # the heads side by side, one group per core
     dx_q, dW, db = linear.backward(merge_heads(dq), cache.q_cache)  # (B, H, T, D) -> (B, T, C)
     put("W_query", dW, db)
     dx_k, dW, db = linear.backward(merge_heads(dk), cache.k_cache)  # (B, T, C)

@@ -25,9 +25,13 @@ class PackedMask:
     it in row blocks (blocked_attention: (B, H, T, T), 25 MB a layer at GPT-2 small's B=2, T=1024
     as booleans). ``np.asarray(packed)`` gives the boolean mask back."""
 
-    def __init__(self, mask: np.ndarray) -> None:
-        self.shape = tuple(mask.shape)
-        self.bits = np.packbits(mask, axis=-1)  # (..., ceil(n / 8)) uint8
+    def __init__(self, bits: np.ndarray, cols: int) -> None:
+        self.bits = bits  # (..., ceil(cols / 8)) uint8
+        self.shape = (*bits.shape[:-1], cols)
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> PackedMask:
+        return cls(np.packbits(mask, axis=-1), mask.shape[-1])
 
     def rows(self, i0: int, i1: int, cols: int) -> np.ndarray:
         """``mask[..., i0:i1, :cols]`` as booleans."""
@@ -41,6 +45,11 @@ class PackedMask:
 def rows(mask: np.ndarray | PackedMask, i0: int, i1: int, cols: int) -> np.ndarray:
     """``mask[..., i0:i1, :cols]`` of a boolean or a packed mask, as booleans."""
     return mask.rows(i0, i1, cols) if isinstance(mask, PackedMask) else mask[..., i0:i1, :cols]
+
+
+def part(mask: np.ndarray | PackedMask, index: tuple[slice, ...]) -> np.ndarray | PackedMask:
+    """``mask[index]`` over the leading axes (not the last), of a boolean or a packed mask."""
+    return PackedMask(mask.bits[index], mask.shape[-1]) if isinstance(mask, PackedMask) else mask[index]
 
 
 def draw_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:

@@ -12,7 +12,8 @@ import numpy as np
 
 
 class Cache(NamedTuple):
-    norm_x: np.ndarray  # (N..., C) normalised input
+    x: np.ndarray  # (N..., C) the input (a block holds it anyway: the residual stream)
+    mean: np.ndarray  # (N..., 1)
     rstd: np.ndarray  # (N..., 1) 1 / sqrt(var + eps)
     scale: np.ndarray  # (C,)
 
@@ -21,8 +22,8 @@ def forward(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, eps: float = 1e
     """``out = scale * (x - mean) / sqrt(var + eps) + shift`` over the last axis.
 
     ``var`` is the biased variance (divide by C, torch's ``unbiased=False``), as in the book.
-    The cache keeps ``norm_x`` and ``rstd`` (one extra (N..., C) array) so backward needs no
-    recomputation.
+    The cache keeps the input, ``mean`` and ``rstd``: backward recomputes ``norm_x`` from them (two
+    cheap passes) rather than hold another (N..., C) array from the forward to the backward.
     """
     mean = x.mean(axis=-1, keepdims=True)  # (N..., 1)
     xc = x - mean  # (N..., C)
@@ -30,7 +31,7 @@ def forward(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, eps: float = 1e
     rstd = 1.0 / np.sqrt(var + eps)  # (N..., 1)
     norm_x = xc * rstd  # (N..., C)
     out = norm_x * scale + shift  # (N..., C)
-    return out, Cache(norm_x, rstd, scale)
+    return out, Cache(x, mean, rstd, scale)
 
 
 def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,7 +41,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     ``dx = rstd * (g - mean(g) - n * mean(g * n))`` (means over C): the two subtractions
     are the paths through the mean and through the variance.
     """
-    norm_x, rstd, scale = cache
+    x, mean, rstd, scale = cache
+    norm_x = (x - mean) * rstd  # (N..., C) the forward's, recomputed with its own steps (the same bits)
     lead = tuple(range(dout.ndim - 1))
     # out = norm_x * scale + shift
     dshift = dout.sum(axis=lead)  # (C,)

@@ -141,7 +141,7 @@ def test_a_drawn_mask_is_kept_as_bits_and_replays_in_both_layers(monkeypatch):
 
 def test_packed_rows_are_the_boolean_rows():
     mask = np.random.default_rng(2).random((2, 3, 13, 13)) < 0.6
-    packed = dropout.PackedMask(mask)
+    packed = dropout.PackedMask.of(mask)
     for i0, i1, cols in ((0, 13, 13), (4, 9, 9), (8, 13, 11), (12, 13, 1)):
         np.testing.assert_array_equal(dropout.rows(packed, i0, i1, cols), mask[..., i0:i1, :cols])
         np.testing.assert_array_equal(dropout.rows(mask, i0, i1, cols), mask[..., i0:i1, :cols])
