@@ -23,14 +23,16 @@ class AdamW:
         v = beta2 * v + (1 - beta2) * g^2
         param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    ``step`` updates ``params`` in place, with in-place ufuncs and scratch arrays the size of a
+    ``step`` updates ``params`` in place, with in-place ufuncs and one scratch array the size of a
     cache-sized chunk of a parameter, on every core (npgpt.threads). ``step(grads, grad_scale=c)``
     updates as if every gradient had been multiplied by ``c`` first: gradient clipping folded
     into the two products through which g enters the moments, ``((1 - beta1) * c) * g`` and
     ``((1 - beta2) * c^2) * g^2``, so no pass over the gradients scales them (they are left as
     they are). It differs from ``clip_grad_norm`` then ``step`` by rounding only (the scalars
-    multiply first; a few ulp); ``grad_scale=1`` is the plain update, bit for bit. The last line is computed as
-    ``param -= m / denom'`` with ``denom' = sqrt(v) * (1 / (sqrt(1 - beta2^t) * step_size)) + eps / step_size``,
+    multiply first; a few ulp); ``grad_scale=1`` is the plain update, bit for bit.
+
+    The last line is computed as ``param -= m / denom'`` with
+    ``denom' = sqrt(v) * (1 / (sqrt(1 - beta2^t) * step_size)) + eps / step_size``,
     ``step_size = lr / (1 - beta1^t)``: the same quantity with two divisions by scalars folded into one
     multiplication (a division costs three times a multiplication; the result differs from the
     formula above by rounding only, a few ulp).
