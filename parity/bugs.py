@@ -263,7 +263,7 @@ def _positions_from_zero(real: Callable) -> Callable:
 
 
 def _unflattened(real: Callable) -> Callable:
-    def forward(logits, targets):
+    def forward(logits, targets, out=None):
         raise ValueError(
             f"Expected target size {(logits.shape[0], logits.shape[-1])}, got {targets.shape}: cross_entropy was given "
             "(B, T, V) logits and (B, T) targets without flattening"
