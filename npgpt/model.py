@@ -88,9 +88,12 @@ class GPTModel:
         return self.forward(ids, masks, kv_cache)[0]
 
     def loss(self, ids: np.ndarray, targets: np.ndarray, masks: dict[str, np.ndarray] | None = None) -> float:
-        """Mean cross-entropy over B*T, without keeping anything for backward."""
-        logits, _ = self.forward(ids, masks)
-        loss, _ = cross_entropy.forward(logits, self._check_targets(targets, ids), out=logits)  # in place
+        """Mean cross-entropy over B*T, without keeping anything for backward. With
+        ``reuse_grad_buffers`` the forward writes into the workspace's activation arrays (only a
+        float comes back, and the last call's gradients are other arrays: they stay valid)."""
+        with workspace.active(self.workspace):
+            logits, _ = self.forward(ids, masks)
+            loss, _ = cross_entropy.forward(logits, self._check_targets(targets, ids), out=logits)  # in place
         return float(loss)
 
     def loss_and_grads(

@@ -51,3 +51,22 @@ def test_cross_entropy_in_place_is_the_same_bits_in_one_array():
     dlogits_in_place = cross_entropy.backward(0.7, cache_in_place, out=cache_in_place.probs)
     assert dlogits_in_place is own
     np.testing.assert_array_equal(dlogits_in_place, dlogits)
+
+
+def test_an_evaluation_loss_between_steps_leaves_the_gradients_alone():
+    """``loss`` (npgpt train's evaluation) runs its forward in the workspace: the same loss as a
+    model without one, and the gradients the last ``loss_and_grads`` returned keep their values."""
+    cfg = GPTConfig.preset("tiny", qkv_bias=True)
+    rng = np.random.default_rng(1)
+    ids, other = rng.integers(0, cfg.vocab_size, (2, 8)), rng.integers(0, cfg.vocab_size, (2, 8))
+    reused = GPTModel(cfg, seed=1, dtype=np.float64, reuse_grad_buffers=True).eval()
+    fresh = GPTModel(cfg, seed=1, dtype=np.float64).eval()
+    _, grads = reused.loss_and_grads(ids, ids)
+    kept = {k: g.copy() for k, g in grads.items()}
+    assert reused.loss(other, other) == fresh.loss(other, other)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], kept[k], err_msg=k)
+    _, again = reused.loss_and_grads(other, other)  # the negative control: a gradient call does overwrite them
+    assert again["out_head.weight"] is grads["out_head.weight"] and not np.array_equal(
+        grads["out_head.weight"], kept["out_head.weight"]
+    )
