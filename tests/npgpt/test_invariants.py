@@ -122,3 +122,19 @@ def test_eval_is_deterministic_and_train_uses_dropout(small_cfg):
     a, masks = model(ids), model.last_masks
     assert not np.allclose(a, model(ids))  # fresh masks each call
     np.testing.assert_array_equal(model(ids, masks=masks), a)  # replaying the masks replays the output
+
+
+@pytest.mark.parametrize("chunk", [1000, dropout.DRAW_CHUNK])
+def test_a_mask_drawn_in_chunks_is_the_whole_draw(chunk, monkeypatch):
+    """draw_mask fills the mask a chunk of uniforms at a time: the same stream, so the same masks (and
+    every seeded run, resume and golden file) as ``rng.random(shape, float32) >= p`` in one call."""
+    monkeypatch.setattr(dropout, "DRAW_CHUNK", chunk)
+    for shape in [(3, 7, 101), (2, 150_001), (0, 5)]:
+        whole = np.random.default_rng(11).random(shape, dtype=np.float32) >= 0.3
+        rng = np.random.default_rng(11)
+        mask = dropout.draw_mask(rng, shape, 0.3)
+        assert mask.dtype == bool and mask.shape == shape
+        np.testing.assert_array_equal(mask, whole)
+        follow = np.random.default_rng(11)
+        follow.random(shape, dtype=np.float32)
+        assert rng.random() == follow.random()  # the generator is left where one whole draw leaves it
