@@ -123,7 +123,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     Like ``torch.nn.utils.clip_grad_norm_``: ``coef = min(1, max_norm / (norm + 1e-6))`` and
     returns the norm before clipping. A training loop can leave the gradients alone and pass
     ``clip_coef(grad_norm(grads), max_norm)`` to ``AdamW.step`` as ``grad_scale`` instead (one
-    pass over the gradients fewer, the same update).
+    pass over the gradients fewer; the same update to rounding, a few ulp).
     """
     total = grad_norm(grads)
     coef = clip_coef(total, max_norm)

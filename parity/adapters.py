@@ -197,7 +197,7 @@ class NumpyImpl:
             )
             self.optimizer.lr = lr
             norm = grad_norm(self.grads)
-            # clip_grad_norm's clipping, folded into the update: the same numbers, one pass over the grads fewer
+            # clip_grad_norm's clipping, folded into the update: equal to rounding, one pass over the grads fewer
             info, scale = (lr, norm), clip_coef(norm, schedule.max_norm)
         self.optimizer.step(self.grads, grad_scale=scale)
         self.grads = {}  # consumed: do not hold a gradient-sized copy through the next forward

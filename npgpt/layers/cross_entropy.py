@@ -11,16 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npgpt import workspace
-
 
 class Cache(NamedTuple):
     probs: np.ndarray  # (B, T, V) softmax of the logits
     targets: np.ndarray  # (B, T)
-
-
-def _like(a: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
-    return a.shape, a.dtype
 
 
 def forward(logits: np.ndarray, targets: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Cache]:
@@ -30,8 +24,8 @@ def forward(logits: np.ndarray, targets: np.ndarray, out: np.ndarray | None = No
     probabilities, one (B, T, V) array; backward needs nothing else. ``out``: the (B, T, V) array
     to build them in (``out=logits`` when the caller is done with the logits: no second array).
     """
-    if out is None:  # the caller's workspace when one is active (npgpt/workspace.py), else a new array
-        out = workspace.empty("ce probs", *_like(logits))
+    if out is None:
+        out = np.empty_like(logits)
     # one (B, T, V) array: the shifted logits, then (in place, once the target's is read) the probabilities
     shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=out)
     target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)  # (B, T, 1)
@@ -49,7 +43,7 @@ def backward(dloss: float | np.ndarray, cache: Cache, out: np.ndarray | None = N
     probs, targets = cache
     N = targets.size
     target_prob = np.take_along_axis(probs, targets[..., None], axis=-1)  # (B, T, 1), read before out is written
-    dlogits = workspace.empty("ce dlogits", *_like(probs)) if out is None else out  # (B, T, V)
+    dlogits = np.empty_like(probs) if out is None else out  # (B, T, V)
     if dlogits is not probs:
         np.copyto(dlogits, probs)
     # loss = mean(logsumexp - logit[target]): d/dlogits = probs - onehot, divided by N for the mean
