@@ -340,9 +340,13 @@ class TorchModuleImpl:
         self.torch, self.cfg = torch, cfg
         self.dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
         module = self.build(cfg)
-        own = module.state_dict()
-        self.layout = layout = detect_layout(own, self.name)
+        self.layout = layout = detect_layout(module.state_dict(), self.name)
         self.tied = layout.tied
+        # in the compared dtype before the weights are made: the module built in float32 and the
+        # weights in float64 are never held beside a second copy of either (issue 19: 4.9 -> 2.9 GB
+        # while GPT-2 small loads in float64)
+        module.to(self.dtype)
+        own = module.state_dict()
         ours = layout.to_module(cfg, dict(params))
         if layout.tied and "lm_head.weight" in own:
             ours["lm_head.weight"] = ours["transformer.wte.weight"]
@@ -364,10 +368,11 @@ class TorchModuleImpl:
                 f"{self.name}: its parameters do not match the {layout.name} layout for this config "
                 f"({'; '.join(parts)}); check the class against the layout, or write an adapter (docs/adapters.md)"
             )
-        state = {k: torch.tensor(np.asarray(v), dtype=self.dtype) for k, v in ours.items()}
-        state.update({k: v for k, v in own.items() if k in buffers and k not in state})
-        module.to(self.dtype)
+        # views of the arrays where the dtype is already right: load_state_dict copies them into the module
+        state = {k: torch.as_tensor(np.require(v, requirements=["C", "W"]), dtype=self.dtype) for k, v in ours.items()}
+        del ours
         module.load_state_dict(state, strict=False)
+        del state
         self.module = module.to(self.device)
         self.optimizer = None
         self.outputs: list | None = None

@@ -60,3 +60,21 @@ def test_every_hook_the_engine_looks_up_is_declared_and_the_adapters_match_its_s
             if callable(want):
                 have = list(inspect.signature(getattr(cls, hook)).parameters)
                 assert have == list(inspect.signature(want).parameters), (cls.__name__, hook, have)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_torch_module_holds_its_own_copy_of_the_weights_it_loads(dtype):
+    """load hands the caller's arrays to load_state_dict as views where the dtype allows (no third
+    copy of GPT-2 while it loads); the module must still own its weights: a caller who changes an
+    array afterwards changes nothing in the module."""
+    params = random_params(CFG, 0)
+    impl = TorchImpl()
+    impl.load(CFG, params, np.dtype(dtype))
+    before = impl.forward(inputs()[0])[0]
+    embedding = params["tok_emb.weight"].astype(dtype)  # a copy, in the module's dtype
+    for array in params.values():
+        array += 1.0
+    after = impl.forward(inputs()[0])[0]
+    np.testing.assert_array_equal(after, before)
+    got = impl.module.tok_emb.weight.detach().numpy()
+    np.testing.assert_array_equal(got, embedding)
