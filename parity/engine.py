@@ -422,11 +422,14 @@ def outputs_of(
         progress.say(f"{im.name}: step {step}/{run.steps}")
         if every_step or step == run.steps:
             progress.doing = "reading the parameters and AdamW moments"
-            groups = list(im.state())
+            # after the last step an implementation that can hand its state over does (take_state), and
+            # each array is let go once the consumer has it: memory freed a tensor at a time, not at the end
+            take = getattr(im, "take_state", None) if step == run.steps and not every_step else None
+            groups = list(take() if take is not None else im.state())
             for i, what in enumerate(STATE[: len(groups)]):  # a missing group: the declared rows say so
                 tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
-                for key in tensors:
-                    yield Output(state_name(what, key, step), tensors[key])
+                for key in list(tensors):
+                    yield Output(state_name(what, key, step), tensors.pop(key) if take else tensors[key])
                 del tensors
 
 
