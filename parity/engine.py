@@ -405,8 +405,8 @@ def outputs_of(
     progress.doing = "computing the eval loss and gradients"
     loss, grads = im.loss_and_grads(run.ids, run.targets, None)  # eval mode
     yield Output("loss", np.float64(loss))
-    for key in grads:
-        yield Output(f"grad {key}", grads[key])
+    for key in list(grads):  # a plain dict is emptied as it goes: each gradient freed once used
+        yield Output(f"grad {key}", grads.pop(key) if isinstance(grads, dict) else grads[key])
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
     progress.doing = "creating the optimizer"
     im.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
