@@ -96,11 +96,6 @@ class OptionalHooks(Protocol):
     def release(self) -> None:
         """Free what ``load`` allocated: two GPT-2-sized implementations are never held at once."""
 
-    def take_state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """``state()`` after the last step, handed over: the implementation keeps no reference to
-        the arrays (it is released), so the engine frees each one as soon as it is written or
-        compared instead of holding all three groups until the end."""
-
 
 def draw_masks(cfg: GPTConfig, B: int, T: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One keep mask per dropout site, with the site's shape; both implementations consume them."""
@@ -216,14 +211,6 @@ class NumpyImpl:
     def state(self):
         assert self.optimizer is not None
         return self.optimizer.params, self.optimizer.m, self.optimizer.v
-
-    def take_state(self):
-        """The state, handed over with the model and optimizer let go: the engine's dicts are then
-        the arrays' only owners (the check's reference spills 3 x 1.3 GB at GPT-2 small in float64;
-        freed one by one, the page cache that holds the spill reuses their memory)."""
-        groups = tuple(dict(group) for group in self.state())
-        self.release()
-        return groups
 
 
 class BuggedImpl(NumpyImpl):

@@ -405,8 +405,8 @@ def outputs_of(
     progress.doing = "computing the eval loss and gradients"
     loss, grads = im.loss_and_grads(run.ids, run.targets, None)  # eval mode
     yield Output("loss", np.float64(loss))
-    for key in list(grads):  # a plain dict is emptied as it goes: each gradient freed once used
-        yield Output(f"grad {key}", grads.pop(key) if isinstance(grads, dict) else grads[key])
+    for key in grads:
+        yield Output(f"grad {key}", grads[key])
     del grads  # (a loop variable here would keep the last gradient, 0.3 GB, alive through the steps)
     progress.doing = "creating the optimizer"
     im.init_optimizer(run.lr, run.weight_decay, (0.9, 0.999), 1e-8)
@@ -422,14 +422,11 @@ def outputs_of(
         progress.say(f"{im.name}: step {step}/{run.steps}")
         if every_step or step == run.steps:
             progress.doing = "reading the parameters and AdamW moments"
-            # after the last step an implementation that can hand its state over does (take_state), and
-            # each array is let go once the consumer has it: memory freed a tensor at a time, not at the end
-            take = getattr(im, "take_state", None) if step == run.steps and not every_step else None
-            groups = list(take() if take is not None else im.state())
+            groups = list(im.state())
             for i, what in enumerate(STATE[: len(groups)]):  # a missing group: the declared rows say so
                 tensors, groups[i] = groups[i], None  # one group held at a time (a converting adapter copies)
-                for key in list(tensors):
-                    yield Output(state_name(what, key, step), tensors.pop(key) if take else tensors[key])
+                for key in tensors:
+                    yield Output(state_name(what, key, step), tensors[key])
                 del tensors
 
 
