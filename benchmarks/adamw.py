@@ -1,11 +1,11 @@
-"""How large a chunk should AdamW's elementwise update work in? (npgpt/threads.py's CHUNK) And what
+"""How large a chunk should AdamW's elementwise update work in? (npgpt/optim.py's CHUNK_BYTES) And what
 does folding gradient clipping into the update save (``step(grads, grad_scale=...)`` against
 ``clip_grad_norm`` then ``step``, both clipping every step)?
 
     python -m benchmarks.adamw
 
 GPT-2 small's parameters, one AdamW step timed in float64 (npgpt check's dtype) and float32 (a
-train step's), with the chunk at 2^14, 2^16 and 2^18 elements, every core, rounds alternated
+train step's), with 256 KB to 2 MB of each array a call, every core, rounds alternated
 (this machine is shared and drifts), the median of each; glibc's mmap threshold lowered as
 npgpt check lowers it. Writes benchmarks/results/adamw-<cpu kind>-<cores>core.{json,md}.
 """
@@ -22,19 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import cpu_kind, machine
-from npgpt import threads
+from npgpt import optim, threads
 from npgpt.config import GPTConfig
 from npgpt.optim import AdamW, clip_coef, clip_grad_norm, grad_norm
 from npgpt.params import init_params
 
 ROUNDS = 5
-CHUNKS = (1 << 14, 1 << 16, 1 << 18)
+CHUNKS = (1 << 18, 1 << 19, 1 << 20, 1 << 21)  # bytes of each array a call
 CLIPS = ("clip_grad_norm, then step", "step(grad_scale=clip_coef(grad_norm))")
 
 
 def main() -> int:
     ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)  # M_MMAP_THRESHOLD, as parity/cli/check.py sets it
-    default = threads.CHUNK
+    default = optim.CHUNK_BYTES
     medians: dict[str, dict[str, float]] = {}
     for dtype in ("float64", "float32"):
         params = init_params(GPTConfig.preset("gpt2-small"), 0, np.dtype(dtype))
@@ -44,12 +44,12 @@ def main() -> int:
         times: dict[int, list[float]] = {c: [] for c in CHUNKS}
         for _ in range(ROUNDS):
             for chunk in CHUNKS:
-                threads.CHUNK = chunk
+                optim.CHUNK_BYTES = chunk
                 t0 = time.perf_counter()
                 opt.step(grads)
                 times[chunk].append(time.perf_counter() - t0)
         medians[dtype] = {str(c): statistics.median(t) for c, t in times.items()}
-        threads.CHUNK = default
+        optim.CHUNK_BYTES = default
         max_norm = 0.999 * grad_norm(grads)  # clips every step, by 0.1%: the gradients stay the same size
         clipping: dict[str, list[float]] = {c: [] for c in CLIPS}
         for _ in range(ROUNDS):
@@ -62,7 +62,7 @@ def main() -> int:
             clipping[CLIPS[1]].append(time.perf_counter() - t1)
         medians[f"{dtype} clipped"] = {c: statistics.median(t) for c, t in clipping.items()}
         del params, grads, opt
-    threads.CHUNK = default
+    optim.CHUNK_BYTES = default
     m = machine()
     result = {"machine": m, "date": time.strftime("%Y-%m-%d"), "rounds": ROUNDS, "threads": threads.workers()}
     result |= {"adamw_step_s": medians, "chunk_in_use": default}
@@ -72,15 +72,15 @@ def main() -> int:
         f"# AdamW step, GPT-2 small, by chunk size — {m['cpu']}, {m['cores']} cores, "
         f"{threads.workers()} threads ({result['date']})",
         "",
-        f"| chunk (elements) | float64 median s (of {ROUNDS}) | float32 median s |",
+        f"| bytes of each array a call | float64 median s (of {ROUNDS}) | float32 median s |",
         "|---|---|---|",
         *(
-            f"| 2^{c.bit_length() - 1}{' (in use)' if c == default else ''} | {medians['float64'][str(c)]:.3f} | "
+            f"| {c >> 10} KB{' (in use)' if c == default else ''} | {medians['float64'][str(c)]:.3f} | "
             f"{medians['float32'][str(c)]:.3f} |"
             for c in CHUNKS
         ),
         "",
-        f"Clipping every step (chunk 2^{default.bit_length() - 1}):",
+        f"Clipping every step ({default >> 10} KB a call):",
         "",
         f"| clipping | float64 median s (of {ROUNDS}) | float32 median s |",
         "|---|---|---|",

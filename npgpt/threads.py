@@ -27,13 +27,12 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 MIN_SIZE = 1 << 18  # elements; below this a thread hand-off costs more than it saves (measured)
-# elements per call of fn inside a range. Each call costs fixed Python and dispatch time (~14 ufunc
-# calls for AdamW), so the chunk is as large as the cache allows. GPT-2 small's AdamW step on the
-# 2-core Intel Xeon (python -m benchmarks.adamw, benchmarks/results/adamw-intel-2core.md), float64 /
-# float32: 1 << 14 0.99 / 0.64 s, 1 << 16 0.81 / 0.45 s, 1 << 18 0.88 / 0.42 s. The scratch a call
-# works in is given to it, allocated once per range: never an allocation per chunk (npgpt check
-# lowers glibc's mmap threshold, under which a 512 KB temporary would be mapped and faulted in
-# every call).
+# elements per call of fn inside a range, unless the caller gives its own (AdamW does, by bytes:
+# npgpt/optim.py). Each call costs fixed Python and dispatch time (~7-14 ufunc calls), so the chunk is
+# as large as the cache allows. GELU's forward and backward at GPT-2 small, T=1024, float32, twelve
+# layers, 2-core Intel Xeon: 2^15 0.42 s, 2^16 0.32 s, 2^17 0.49 s. The scratch a call works in is
+# given to it, allocated once per range: never an allocation per chunk (npgpt check lowers glibc's
+# mmap threshold, under which a 512 KB temporary would be mapped and faulted in every call).
 CHUNK = 1 << 16
 _pool: ThreadPoolExecutor | None = None
 _blas: ThreadpoolController | None = None
@@ -51,35 +50,37 @@ def _executor(n: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def _in_chunks(fn: Callable[..., object], *flat: np.ndarray, scratches: int = 1) -> None:
-    """``fn(*slices, *scratch)`` on consecutive CHUNK-element slices: a pass over 163M floats that
+def _in_chunks(fn: Callable[..., object], *flat: np.ndarray, scratches: int, chunk: int) -> None:
+    """``fn(*slices, *scratch)`` on consecutive ``chunk``-element slices: a pass over 163M floats that
     allocates its temporaries at full size faults in fresh memory and streams every intermediate
     through RAM; a chunk's scratch arrays are allocated once and reused from cache."""
-    n = min(CHUNK, flat[0].size)
+    n = min(chunk, flat[0].size)
     scratch = [np.empty(n, dtype=flat[0].dtype) for _ in range(scratches)]
-    for start in range(0, flat[0].size, CHUNK):
-        chunk = [f[start : start + CHUNK] for f in flat]
-        fn(*chunk, *(t[: chunk[0].size] for t in scratch))
+    for start in range(0, flat[0].size, chunk):
+        part = [f[start : start + chunk] for f in flat]
+        fn(*part, *(t[: part[0].size] for t in scratch))
 
 
-def in_ranges(fn: Callable[..., object], *arrays: np.ndarray, scratches: int = 1) -> None:
+def in_ranges(fn: Callable[..., object], *arrays: np.ndarray, scratches: int = 1, chunk: int | None = None) -> None:
     """Call ``fn(*ranges, *scratch)`` on matching ranges of ``arrays`` (same size, C-contiguous,
     flattened), one range per thread, each range in cache-sized chunks; ``fn`` works in place,
     element by element, and may use the ``scratches`` scratch arrays (the chunk's size, the first
-    array's dtype) as its temporaries. Small or non-contiguous arrays: one call on the whole arrays."""
+    array's dtype) as its temporaries; ``chunk`` elements a call (default CHUNK). Small or
+    non-contiguous arrays: one call on the whole arrays."""
     n = workers()
+    chunk = chunk or CHUNK
     size = arrays[0].size
     if size < MIN_SIZE or not all(a.flags.c_contiguous and a.size == size for a in arrays):
         fn(*arrays, *(np.empty(arrays[0].shape, dtype=arrays[0].dtype) for _ in range(scratches)))
         return
     flat = [a.reshape(-1) for a in arrays]  # views: contiguous arrays flatten without a copy
     if n == 1:
-        _in_chunks(fn, *flat, scratches=scratches)
+        _in_chunks(fn, *flat, scratches=scratches, chunk=chunk)
         return
     bounds = np.linspace(0, size, n + 1).astype(np.int64)
     ranges = [[f[bounds[i] : bounds[i + 1]] for f in flat] for i in range(n)]
     pool = _executor(n)
-    for future in [pool.submit(_in_chunks, fn, *r, scratches=scratches) for r in ranges]:
+    for future in [pool.submit(_in_chunks, fn, *r, scratches=scratches, chunk=chunk) for r in ranges]:
         future.result()  # re-raises a worker's exception here
 
 

@@ -96,11 +96,11 @@ def test_folded_clipping_is_clip_then_step(dtype, n_threads, monkeypatch):
     across chunk and thread boundaries (small chunks, a threaded range split): equal to rounding
     (the scalars multiply first), bit for bit where nothing is clipped, and the gradients handed
     in are left unscaled."""
-    from npgpt import clip_coef, grad_norm, threads
+    from npgpt import clip_coef, grad_norm, optim, threads
 
     monkeypatch.setenv("NPGPT_THREADS", n_threads)
     monkeypatch.setattr(threads, "MIN_SIZE", 1)
-    monkeypatch.setattr(threads, "CHUNK", 16)  # a (7, 11) weight spans several chunks
+    monkeypatch.setattr(optim, "CHUNK_BYTES", 16 * np.dtype(dtype).itemsize)  # a (7, 11) weight spans several chunks
     rng = np.random.default_rng(3)
     start = {"w": rng.standard_normal((7, 11)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
     clipped, folded = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
@@ -137,3 +137,29 @@ def test_folded_clipping_scale_is_used():
     opt.step(g, grad_scale=0.01)
     np.testing.assert_allclose(opt.m["w"], 0.1 * 0.01 * g["w"])  # (1 - beta1) * the scaled gradient
     np.testing.assert_allclose(opt.v["w"], 0.001 * (0.01 * g["w"]) ** 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_update_is_the_same_bits_whatever_the_chunk_and_the_chunk_is_by_bytes(dtype, monkeypatch):
+    """AdamW works in CHUNK_BYTES of each array a call (2^16 float64 or 2^17 float32 elements):
+    elementwise, so any chunk and any split over threads gives the bits of one pass."""
+    from npgpt import optim, threads
+
+    monkeypatch.setattr(threads, "MIN_SIZE", 1)
+    monkeypatch.setenv("NPGPT_THREADS", "2")
+    seen = []
+    real = threads._in_chunks
+    monkeypatch.setattr(threads, "_in_chunks", lambda *a, **k: seen.append(k["chunk"]) or real(*a, **k))
+    rng = np.random.default_rng(5)
+    start = {"w": rng.standard_normal((9, 13)).astype(dtype)}
+    grads = {"w": rng.standard_normal((9, 13)).astype(dtype)}
+    results, default = [], optim.CHUNK_BYTES
+    for chunk_bytes in (default, 8 * np.dtype(dtype).itemsize):
+        monkeypatch.setattr(optim, "CHUNK_BYTES", chunk_bytes)
+        params = {k: v.copy() for k, v in start.items()}
+        opt = AdamW(params, lr=1e-2, weight_decay=0.1)
+        for _ in range(3):
+            opt.step(grads)
+        results.append(params["w"])
+    np.testing.assert_array_equal(results[0], results[1])
+    assert seen[0] == default // np.dtype(dtype).itemsize and seen[-1] == 8  # elements a call, from bytes
