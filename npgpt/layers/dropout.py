@@ -86,7 +86,8 @@ def forward(
         return x, Cache(None, 1.0)
     mask = keep_mask(x.shape, p, rng=rng, mask=mask)
     scale = 1.0 / (1.0 - p)
-    out = x * mask * scale  # bool mask promotes to x's dtype; scale is a Python float
+    out = np.multiply(x, mask)  # out = x * mask * scale; the bool mask promotes to x's dtype
+    out *= scale  # in place: one new array of x's shape, not two (scale is a Python float)
     return out, Cache(mask, scale)
 
 
@@ -119,4 +120,6 @@ def backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
     mask, scale = cache
     if mask is None:
         return dout
-    return dout * mask * scale
+    dx = np.multiply(dout, mask)  # dx = dout * mask * scale, one new array (as forward)
+    dx *= scale
+    return dx

@@ -138,3 +138,20 @@ def test_a_mask_drawn_in_chunks_is_the_whole_draw(chunk, monkeypatch):
         follow = np.random.default_rng(11)
         follow.random(shape, dtype=np.float32)
         assert rng.random() == follow.random()  # the generator is left where one whole draw leaves it
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_is_x_times_mask_times_scale_bit_for_bit_and_leaves_its_input(dtype):
+    """dropout writes x * mask * 1/(1-p) into one new array (a multiply, then the scale in place):
+    the same bits as the expression, in x's dtype, with x and dout left as they were."""
+    rng = np.random.default_rng(4)
+    x, dout = (rng.standard_normal((2, 3, 7, 7)).astype(dtype) for _ in range(2))
+    x0, dout0 = x.copy(), dout.copy()
+    out, cache = dropout.forward(x, 0.3, train=True, rng=np.random.default_rng(1))
+    mask = np.asarray(cache.mask)
+    assert 0 < mask.sum() < mask.size  # some kept, some dropped
+    np.testing.assert_array_equal(out, x * mask * (1.0 / 0.7))
+    np.testing.assert_array_equal(dropout.backward(dout, cache), dout * mask * (1.0 / 0.7))
+    assert out.dtype == dtype and not np.array_equal(out, x * mask)  # the scale applied
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(dout, dout0)
