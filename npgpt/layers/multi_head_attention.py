@@ -154,10 +154,14 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.n
     dattn_weights = dropout.backward(ddropped_weights, cache.drop_cache)  # (B, H, T, S)
     # attn_weights = softmax(scaled_scores)  ->  dscaled_scores = w * (dw - sum(dw * w))
     # masked entries have w == 0, so they get zero gradient: the mask needs no extra step.
-    dscaled_scores = attn_weights * (dattn_weights - (dattn_weights * attn_weights).sum(axis=-1, keepdims=True))
+    # computed in dattn_weights' buffer, which nothing reads again: the same operations as that
+    # line, with no (B, H, T, S) temporary but the product that is summed
+    dscaled_scores = dattn_weights
+    dscaled_scores -= (dattn_weights * attn_weights).sum(axis=-1, keepdims=True)  # dw - sum(dw * w)
+    dscaled_scores *= attn_weights  # w * (dw - sum(dw * w))
     # scaled_scores = attn_scores / sqrt(D)
-    dattn_scores = dscaled_scores / math.sqrt(D)  # (B, H, T, S)
-    del dscaled_scores
+    dattn_scores = dscaled_scores
+    dattn_scores /= math.sqrt(D)  # (B, H, T, S)
     # attn_scores = queries @ keys^T  ->  dqueries = dattn_scores @ keys,  dkeys = dattn_scores^T @ queries
     dqueries = dattn_scores @ keys  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
     dkeys = dattn_scores.transpose(0, 1, 3, 2) @ queries  # (B, H, S, T) @ (B, H, T, D) -> (B, H, S, D)

@@ -155,3 +155,20 @@ def test_dropout_is_x_times_mask_times_scale_bit_for_bit_and_leaves_its_input(dt
     assert out.dtype == dtype and not np.array_equal(out, x * mask)  # the scale applied
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(dout, dout0)
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.1])
+def test_attention_backward_works_in_its_own_arrays_and_leaves_the_cache_as_the_forward_left_it(small_cfg, drop_rate):
+    """The softmax backward runs in place in dropout's output gradient (no (B, H, T, S) temporaries):
+    the cached weights must stay the forward's, so a second backward gives the same bits."""
+    params = randomized_params(small_cfg, 3)
+    rng = np.random.default_rng(2)
+    x, dout = (rng.standard_normal((2, 9, small_cfg.emb_dim)) for _ in range(2))
+    p = "trf_blocks.0.att."
+    _, cache = mha.forward(x, params, p, small_cfg.n_heads, drop_rate, train=True, rng=np.random.default_rng(0))
+    kept = {name: np.array(a) for name, a in cache._asdict().items() if isinstance(a, np.ndarray)}
+    first, second = mha.backward(dout, cache), mha.backward(dout, cache)
+    for name, a in kept.items():
+        np.testing.assert_array_equal(getattr(cache, name), a, err_msg=name)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert all(np.array_equal(first[1][k], second[1][k]) for k in first[1])
