@@ -29,8 +29,12 @@ def forward(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, eps: float = 1e
     xc = x - mean  # (N..., C)
     var = (xc * xc).mean(axis=-1, keepdims=True)  # (N..., 1), biased
     rstd = 1.0 / np.sqrt(var + eps)  # (N..., 1)
-    norm_x = xc * rstd  # (N..., C)
-    out = norm_x * scale + shift  # (N..., C)
+    # the rest in xc's buffer (in place: the same operations, no new (N..., C) arrays)
+    norm_x = xc
+    norm_x *= rstd  # (N..., C) norm_x = (x - mean) * rstd
+    out = norm_x
+    out *= scale
+    out += shift  # (N..., C) out = norm_x * scale + shift
     return out, Cache(x, mean, rstd, scale)
 
 
@@ -42,7 +46,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     are the paths through the mean and through the variance.
     """
     x, mean, rstd, scale = cache
-    norm_x = (x - mean) * rstd  # (N..., C) the forward's, recomputed with its own steps (the same bits)
+    norm_x = x - mean
+    norm_x *= rstd  # (N..., C) the forward's, recomputed with its own steps (the same bits)
     lead = tuple(range(dout.ndim - 1))
     # out = norm_x * scale + shift
     dshift = dout.sum(axis=lead)  # (C,)
@@ -51,5 +56,10 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     # norm_x = (x - mean) * rstd, with mean and rstd both functions of x
     mean_dnorm = dnorm.mean(axis=-1, keepdims=True)  # (N..., 1)
     mean_dnorm_norm = (dnorm * norm_x).mean(axis=-1, keepdims=True)  # (N..., 1)
-    dx = (dnorm - mean_dnorm - norm_x * mean_dnorm_norm) * rstd  # (N..., C)
+    # dx = (dnorm - mean_dnorm - norm_x * mean_dnorm_norm) * rstd, in dnorm's and norm_x's buffers
+    dx = dnorm
+    dx -= mean_dnorm
+    norm_x *= mean_dnorm_norm
+    dx -= norm_x
+    dx *= rstd  # (N..., C)
     return dx, dscale, dshift
