@@ -339,14 +339,13 @@ class TorchModuleImpl:
         torch.backends.cudnn.allow_tf32 = False
         self.torch, self.cfg = torch, cfg
         self.dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-        module = self.build(cfg)
-        self.layout = layout = detect_layout(module.state_dict(), self.name)
-        self.tied = layout.tied
         # in the compared dtype before the weights are made: the module built in float32 and the
         # weights in float64 are never held beside a second copy of either (issue 19: 4.9 -> 2.9 GB
         # while GPT-2 small loads in float64)
-        module.to(self.dtype)
+        module = self.build(cfg).to(self.dtype)
         own = module.state_dict()
+        self.layout = layout = detect_layout(own, self.name)
+        self.tied = layout.tied
         ours = layout.to_module(cfg, dict(params))
         if layout.tied and "lm_head.weight" in own:
             ours["lm_head.weight"] = ours["transformer.wte.weight"]

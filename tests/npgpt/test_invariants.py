@@ -172,3 +172,20 @@ def test_attention_backward_works_in_its_own_arrays_and_leaves_the_cache_as_the_
         np.testing.assert_array_equal(getattr(cache, name), a, err_msg=name)
     np.testing.assert_array_equal(first[0], second[0])
     assert all(np.array_equal(first[1][k], second[1][k]) for k in first[1])
+
+
+def test_layer_norm_backward_works_in_its_own_arrays_and_leaves_the_cache_as_the_forward_left_it():
+    """forward and backward compute in place in arrays they made (the centred input, dnorm): the
+    cached input, mean and rstd stay the forward's, so a second backward gives the same bits."""
+    rng = np.random.default_rng(6)
+    x, dout = (rng.standard_normal((2, 5, 16)) for _ in range(2))
+    scale, shift = rng.standard_normal(16), rng.standard_normal(16)
+    x0 = x.copy()
+    _, cache = layer_norm.forward(x, scale, shift)
+    kept = [np.array(a) for a in cache]
+    first, second = layer_norm.backward(dout, cache), layer_norm.backward(dout, cache)
+    for a, b in zip(cache, kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(x, x0)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
