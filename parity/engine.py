@@ -5,6 +5,7 @@ the loss, parameters and AdamW moments after each of k steps (dropout on, shared
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import math
 import tempfile
@@ -138,7 +139,17 @@ class Spill(Mapping[str, np.ndarray]):
 
     def put(self, name: str, array: np.ndarray) -> None:
         path = self.root / f"{len(self.paths)}.npy"
-        np.save(path, np.asarray(array), allow_pickle=False)
+        try:
+            np.save(path, np.asarray(array), allow_pickle=False)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            # NumPy's own short-write error ("Not enough free space to write ..."), without an errno:
+            # a full disk, told as one (bad input, exit 2), not as a bug
+            raise OSError(
+                errno.ENOSPC, "No space left on device for the check's spill of one side's tensors "
+                "(about six times the weights; TMPDIR=<dir> puts it on another disk)", str(self.root),
+            ) from exc  # fmt: skip
         self.paths[name] = path
 
     def __getitem__(self, name: str) -> np.ndarray:

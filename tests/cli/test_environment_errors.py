@@ -58,3 +58,23 @@ def test_a_truncated_results_file_is_one_line_and_exit_2(capsys, tmp_path):
 def test_a_seed_no_generator_takes_is_bad_input(capsys):
     code, text = run(capsys, "check", "--config", "tiny", "--seed", "99999999999999999999999")
     assert code == 2 and "--seed" in text, text
+
+
+def test_a_disk_that_fills_while_the_check_spills_is_one_line_and_exit_2(capsys, monkeypatch):
+    """NumPy's np.save reports a short write as an OSError with no errno ("Not enough free space to
+    write ..."): the check's spill tells it as a full disk and where, not as a bug in npgpt."""
+    pytest.importorskip("torch")
+    import parity.engine
+
+    real = np.save
+
+    def full(path, array, **kwargs):
+        if array.size > 1000:  # the first large tensor finds the disk full
+            raise OSError(f"Not enough free space to write {array.nbytes} bytes after offset 128")
+        real(path, array, **kwargs)
+
+    monkeypatch.setattr(parity.engine.np, "save", full)
+    code, text = run(capsys, "check", "--config", "tiny", "--steps", "1", "--quiet")
+    assert code == 2, text
+    assert "No space left on device for the check's spill" in text and "TMPDIR" in text
+    assert "bug in npgpt" not in text
